@@ -1,0 +1,45 @@
+"""Timing and peak-memory helpers shared by the benchmarks."""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def best_time(fn: Callable[[], Any], *, repeat: int, setup: Callable[[], Any] | None = None) -> float:
+    """Smallest wall time of ``repeat`` calls of ``fn`` (``setup`` runs untimed before each)."""
+    best = float("inf")
+    for _ in range(repeat):
+        if setup is not None:
+            setup()
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_extra_bytes(fn: Callable[[], Any]) -> int:
+    """Peak resident memory that ``fn`` adds above what the process held before it.
+
+    Resets the kernel's high-water mark (Linux ``clear_refs``), runs ``fn`` and reads it
+    back; large buffers are mmapped (``MALLOC_MMAP_THRESHOLD_``, set by the bench
+    session), so freed temporaries leave the resident set at once.
+    """
+    gc.collect()
+    before = _status_kib("VmRSS")
+    with open(f"/proc/{os.getpid()}/clear_refs", "w") as f:
+        f.write("5")
+    fn()
+    return max(0, _status_kib("VmHWM") - before) * 1024

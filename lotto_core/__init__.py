@@ -1,0 +1,35 @@
+"""Lotto's backend-neutral core: masks, exact selection, prune groups, the pruner and
+sparse semantics, written once against the Python Array API standard.
+
+It imports NumPy, SciPy and array-api-compat only; a framework's arrays are handled
+through ``array_api_compat.array_namespace`` once the user hands them over.
+"""
+
+from .array_layer import ArrayLayer, ArrayParameter
+from .groups import LayerwiseMagnitudePruneGroup, MagnitudePruneGroup, PruneGroup, RandomPruneGroup
+from .protocol import ParameterHandle, PrunableLayer
+from .pruner import Pruner
+from .rate import prune_count
+from .report import ParameterSparsity, SparsityReport
+from .sparse import CSRComponents, csr_components, sparse_shape, to_scipy
+
+__all__ = [
+    "ArrayLayer",
+    "ArrayParameter",
+    "CSRComponents",
+    "LayerwiseMagnitudePruneGroup",
+    "MagnitudePruneGroup",
+    "ParameterHandle",
+    "ParameterSparsity",
+    "PrunableLayer",
+    "PruneGroup",
+    "Pruner",
+    "RandomPruneGroup",
+    "SparsityReport",
+    "csr_components",
+    "prune_count",
+    "sparse_shape",
+    "to_scipy",
+]
+
+__version__ = "0.1.0"

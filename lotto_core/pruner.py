@@ -1,0 +1,224 @@
+"""The pruner: iterative magnitude pruning over a set of groups.
+
+``Pruner(groups)`` prunes every group at once, rewinds every grouped layer to its rewind
+point, moves that point, reports sparsity, and saves or restores its whole state so that
+an interrupted run resumes without losing a round.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from array_api_compat import to_device
+
+from ._array_api import Array, array_namespace, count_true, device
+from .groups import PruneGroup, prunable_handles
+from .protocol import ParameterHandle, PrunableLayer
+from .report import ParameterSparsity, SparsityReport
+
+__all__ = ["Pruner"]
+
+_FORMAT = "lotto.pruner/1"
+
+
+def _check_groups(groups: object) -> tuple[PruneGroup, ...]:
+    if isinstance(groups, PruneGroup):
+        raise TypeError("groups must be a sequence of prune groups; wrap a single group in a list")
+    if not isinstance(groups, Sequence) or isinstance(groups, str):
+        raise TypeError(f"groups must be a sequence of prune groups, got {type(groups).__name__}")
+    if len(groups) == 0:
+        raise ValueError("groups must not be empty")
+    owner: dict[int, tuple[int, int]] = {}
+    for g, group in enumerate(groups):
+        if not isinstance(group, PruneGroup):
+            raise TypeError(f"groups[{g}] is a {type(group).__name__}, not a PruneGroup")
+        for i, layer in enumerate(group.layers):
+            if id(layer) in owner:
+                g0, i0 = owner[id(layer)]
+                raise ValueError(
+                    f"groups[{g}].layers[{i}] is already in groups[{g0}].layers[{i0}]: a layer belongs to one group"
+                )
+            owner[id(layer)] = (g, i)
+    return tuple(groups)
+
+
+class Pruner:
+    """Prunes, rewinds and reports a set of prune groups together.
+
+    Parameters
+    ----------
+    groups
+        The prune groups; a layer may belong to one group only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lotto_core import ArrayLayer, MagnitudePruneGroup
+    >>> layer = ArrayLayer({"weight": np.arange(1.0, 11.0), "bias": np.zeros(1)}, prunable=["weight"])
+    >>> pruner = Pruner([MagnitudePruneGroup([layer], 0.2)])
+    >>> layer.params["weight"].set_value(layer["weight"] * 10)  # "training"
+    >>> pruner.prune_and_rewind()
+    >>> layer["weight"]
+    array([ 0.,  0.,  3.,  4.,  5.,  6.,  7.,  8.,  9., 10.])
+    >>> print(pruner.report().remaining)
+    0.8
+    """
+
+    def __init__(self, groups: Sequence[PruneGroup]) -> None:
+        self.groups = _check_groups(groups)
+        self.rounds = 0
+
+    def layers(self) -> Iterator[PrunableLayer]:
+        """Every grouped layer, group by group."""
+        for group in self.groups:
+            yield from group.layers
+
+    def prune(self) -> None:
+        """Prune one round of every group. All groups decide before any mask changes,
+        so a failure leaves every mask as it was."""
+        plans = [group._plan() for group in self.groups]
+        for group, plan in zip(self.groups, plans, strict=True):
+            group._commit(plan)
+        self.rounds += 1
+
+    def rewind(self) -> None:
+        """Restore every parameter of every grouped layer (weights masked, biases too) to
+        its rewind point."""
+        for layer in self.layers():
+            for handle in layer.parameter_handles().values():
+                handle.set_value(_rewound(handle))
+
+    def prune_and_rewind(self) -> None:
+        """One round of iterative magnitude pruning: ``prune()`` then ``rewind()``."""
+        self.prune()
+        self.rewind()
+
+    def set_rewind_point(self) -> None:
+        """Make the current values of every grouped layer the point that ``rewind()``
+        returns to (late rewinding: call it after k training steps)."""
+        for layer in self.layers():
+            for handle in layer.parameter_handles().values():
+                handle.set_rewind_point(handle.get_value())
+
+    def report(self) -> SparsityReport:
+        """Kept and total weights of every prunable parameter, and in total."""
+        rows = []
+        for g, group in enumerate(self.groups):
+            for i, layer in enumerate(group.layers):
+                for name, _, mask in prunable_handles(layer):
+                    kept = count_true(array_namespace(mask), mask)
+                    rows.append(ParameterSparsity(g, i, type(layer).__name__, name, kept, math.prod(mask.shape)))
+        return SparsityReport(self.rounds, tuple(rows))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The pruner's whole state: round counters, and per grouped layer its masks and
+        rewind points (the layers' own arrays, not copies)."""
+        return {
+            "format": _FORMAT,
+            "rounds": self.rounds,
+            "groups": [
+                {
+                    "config": group.config(),
+                    "rounds": group.rounds,
+                    "layers": [
+                        {
+                            "masks": {n: mask for n, _, mask in prunable_handles(layer)},
+                            "rewind": {n: h.get_rewind_point() for n, h in layer.parameter_handles().items()},
+                        }
+                        for layer in group.layers
+                    ],
+                }
+                for group in self.groups
+            ],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state saved by ``state_dict()``. Everything is checked against the
+        pruner's groups and layers first; on a mismatch nothing changes.
+
+        Raises
+        ------
+        ValueError, TypeError
+            If ``state`` does not match this pruner's groups, layers or parameters.
+        """
+        writes = _check_state(self, state)
+        for handle, mask, rewind in writes:
+            handle.set_rewind_point(rewind)
+            if mask is not None:
+                xp = array_namespace(mask)
+                handle.set_mask(xp.asarray(mask, copy=True))
+        for group, saved in zip(self.groups, state["groups"], strict=True):
+            group.rounds = saved["rounds"]
+        self.rounds = state["rounds"]
+
+
+def _rewound(handle: ParameterHandle) -> Array:
+    value, point, mask = handle.get_value(), handle.get_rewind_point(), handle.get_mask()
+    if device(point) != device(value):
+        point = to_device(point, device(value))
+    xp = array_namespace(value)
+    if mask is None:
+        return xp.asarray(point, copy=True)
+    return xp.where(mask, point, xp.zeros_like(point))
+
+
+def _is_count(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _check_array(where: str, saved: Any, like: Array, *, boolean: bool) -> None:
+    try:
+        xp = array_namespace(saved, like)
+    except TypeError:
+        raise TypeError(
+            f"{where} must be an array of the layer's own kind ({type(like).__name__}), got {type(saved).__name__}"
+        ) from None
+    if tuple(saved.shape) != tuple(like.shape):
+        raise ValueError(f"{where} has shape {tuple(saved.shape)}, the layer's parameter has {tuple(like.shape)}")
+    expected = xp.bool if boolean else like.dtype
+    if saved.dtype != expected:
+        raise TypeError(f"{where} has dtype {saved.dtype}, expected {'bool' if boolean else expected}")
+    if boolean and device(saved) != device(like):
+        raise ValueError(f"{where} is on device {device(saved)}, the parameter is on {device(like)}")
+
+
+def _check_state(pruner: Pruner, state: Any) -> list[tuple[ParameterHandle, Array | None, Array]]:
+    """Validate a saved state against the pruner and list the writes it implies."""
+    if not isinstance(state, Mapping) or state.get("format") != _FORMAT:
+        raise ValueError(f"state must be a mapping saved by Pruner.state_dict() (format {_FORMAT!r})")
+    if not _is_count(state.get("rounds")):
+        raise ValueError(f"state['rounds'] must be a non-negative int, got {state.get('rounds')!r}")
+    groups = state.get("groups")
+    if not isinstance(groups, Sequence) or len(groups) != len(pruner.groups):
+        n = len(groups) if isinstance(groups, Sequence) else groups
+        raise ValueError(f"state has {n} groups, the pruner has {len(pruner.groups)}")
+    writes: list[tuple[ParameterHandle, Array | None, Array]] = []
+    for g, (group, saved) in enumerate(zip(pruner.groups, groups, strict=True)):
+        if saved.get("config") != group.config():
+            raise ValueError(
+                f"state['groups'][{g}] is for {saved.get('config')}, the pruner's group is {group.config()}"
+            )
+        if not _is_count(saved.get("rounds")):
+            raise ValueError(f"state['groups'][{g}]['rounds'] must be a non-negative int")
+        layers = saved.get("layers")
+        if not isinstance(layers, Sequence) or len(layers) != len(group.layers):
+            raise ValueError(f"state['groups'][{g}] does not have {len(group.layers)} layers")
+        for i, (layer, entry) in enumerate(zip(group.layers, layers, strict=True)):
+            where = f"state['groups'][{g}]['layers'][{i}]"
+            handles = layer.parameter_handles()
+            masked = {n for n, _, _ in prunable_handles(layer)}
+            masks, rewind = entry.get("masks", {}), entry.get("rewind", {})
+            if set(masks) != masked or set(rewind) != set(handles):
+                raise ValueError(
+                    f"{where} holds masks {sorted(masks)} and rewind points {sorted(rewind)}; "
+                    f"the layer has masks {sorted(masked)} and parameters {sorted(handles)}"
+                )
+            for name, handle in handles.items():
+                value = handle.get_value()
+                _check_array(f"{where}['rewind'][{name!r}]", rewind[name], value, boolean=False)
+                if name in masked:
+                    _check_array(f"{where}['masks'][{name!r}]", masks[name], value, boolean=True)
+                writes.append((handle, masks.get(name), rewind[name]))
+    return writes

@@ -1,0 +1,76 @@
+"""Lotto's sessions: tests on every backend, lint, typecheck, and the benchmarks.
+
+``nox`` with no arguments runs the tests on every backend, lint and typecheck; that is
+the command CI runs (``.ci/run``). PyTorch is always installed as ``torch==2.13.0``: an
+unpinned ``torch`` pulls a multi-GB CUDA build.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "venv"
+nox.options.error_on_missing_interpreters = True
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+TORCH = "torch==2.13.0"
+JAX_ENV = {
+    "JAX_PLATFORMS": "cpu",
+    # two host devices, so that the device fixture hands out a non-default one
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+}
+
+
+@nox.session(name="tests-core")
+def tests_core(session: nox.Session) -> None:
+    """The core suite on NumPy and array-api-strict, and the core's doctests."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "tests/core",
+        "lotto_core",
+        *session.posargs,
+        env={"LOTTO_NAMESPACES": "numpy,array_api_strict"},
+    )
+
+
+@nox.session(name="tests-torch")
+def tests_torch(session: nox.Session) -> None:
+    """The core suite on torch tensors, and the PyTorch tests."""
+    session.install(TORCH, "-e", ".[torch,test]")
+    session.run("pytest", "tests/core", "tests/torch", *session.posargs, env={"LOTTO_NAMESPACES": "torch"})
+
+
+@nox.session(name="tests-jax")
+def tests_jax(session: nox.Session) -> None:
+    """The core suite on JAX arrays (fewer Hypothesis examples: JAX compiles each shape)."""
+    session.install("-e", ".[jax,test]")
+    session.run(
+        "pytest",
+        "tests/core",
+        *session.posargs,
+        env={"LOTTO_NAMESPACES": "jax", "LOTTO_HYPOTHESIS_PROFILE": "jax", **JAX_ENV},
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and format."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on lotto_core."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "typecheck"))
+    session.run("mypy")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The benchmarks, each against its baseline in the same run (not a test)."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "bench"), "-e", ".[torch]")
+    session.run("python", "bench/bench_global_prune.py", *session.posargs)
