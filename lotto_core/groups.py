@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._array_api import Array, array_namespace, count_true
+from ._array_api import Array, array_namespace
 from .protocol import ParameterHandle, PrunableLayer
-from .rate import prune_count, validate_rate
+from .rate import validate_rate
 from .scores import MagnitudeScores, RandomScores, ScoreSource
 from .selection import Cut, apply_cut, plan_cuts
 
@@ -144,8 +144,7 @@ class PruneGroup(ABC):
 
     def _cuts(self, targets: list[_Target], sources: list[ScoreSource]) -> list[Cut]:
         """Global selection: one threshold shared by the whole group."""
-        remaining = sum(count_true(array_namespace(t.mask), t.mask) for t in targets)
-        return plan_cuts(sources, [t.mask for t in targets], prune_count(self.p, remaining))
+        return plan_cuts(sources, [t.mask for t in targets], self.p)
 
     def config(self) -> dict[str, Any]:
         """What identifies this group in a saved state."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from array_api_compat import is_jax_array, is_numpy_array, is_torch_array
 
 from ._array_api import Array, Namespace, array_namespace, count_true, index_dtype
+from .rate import prune_count
 from .scores import ScoreSource
 
 __all__ = ["Cut", "apply_cut", "kth_smallest", "plan_cuts"]
@@ -314,8 +315,9 @@ class _Selection:
         return cut if mask is None else replace(cut, mask=mask)
 
 
-def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[Array], k: int) -> list[Cut]:
-    """Decide, without writing anything, which ``k`` kept entries of the group to prune.
+def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[Array], p: float) -> list[Cut]:
+    """Decide, without writing anything, which kept entries of a group one round at rate
+    ``p`` prunes: exactly ``prune_count(p, kept)`` of them, with one shared threshold.
 
     Parameters
     ----------
@@ -323,8 +325,8 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[Array], k: int) ->
         One score source per parameter, in group order.
     masks
         The parameters' boolean masks (``True`` = kept), in the same order.
-    k
-        How many kept entries to prune, ``0 <= k <=`` the number kept.
+    p
+        The rate, in [0, 1).
 
     Returns
     -------
@@ -333,8 +335,7 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[Array], k: int) ->
     """
     xp = array_namespace(*masks)
     kept = [count_true(xp, m) for m in masks]
-    if not 0 <= k <= sum(kept):
-        raise ValueError(f"k must be in [0, {sum(kept)}] (the kept count), got {k}")
+    k = prune_count(p, sum(kept))
     if k == 0:
         return [_NOTHING] * len(masks)
     if k == sum(kept):
