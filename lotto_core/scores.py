@@ -1,10 +1,13 @@
 """Scores that rank weights for pruning: the lowest-scored kept weights go first.
 
-A score source computes one parameter's scores on demand, so selection never holds the
-scores of a whole group at once. Scores are float32 or float64 on the weight's device.
+A score source computes one parameter's scores on demand, over the whole parameter or a
+range of its flattened (C-order) entries, so selection never holds the scores of a whole
+group at once. Scores are float32 or float64 on the weight's device.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -18,25 +21,28 @@ def _as_float_scores(xp: Namespace, x: Array) -> Array:
     bfloat16) to float32, where every value stays exact."""
     if x.dtype == xp.float32 or x.dtype == xp.float64:
         return x
-    if not xp.isdtype(x.dtype, "real floating"):
-        raise TypeError(f"scores need a real floating dtype, got {x.dtype}")
     return xp.astype(x, xp.float32)
 
 
 class ScoreSource:
-    """Scores of one parameter, computed on demand.
+    """Scores of one parameter, computed on demand from its weight."""
 
-    ``sample(step)`` returns the scores of every ``step``-th entry of the flattened
-    parameter (C order), which subclasses can compute without the full array.
-    """
+    def __init__(self, weight: Array) -> None:
+        self.weight = weight
+        self.xp = array_namespace(weight)
+        self.size = math.prod(weight.shape)
 
-    def full(self) -> Array:
+    def flat(self, start: int, stop: int) -> Array:
+        """Scores of the flattened entries ``start:stop``."""
         raise NotImplementedError
 
+    def full(self) -> Array:
+        """Scores of every entry, in the weight's shape."""
+        return self.xp.reshape(self.flat(0, self.size), self.weight.shape)
+
     def sample(self, step: int) -> Array:
-        x = self.full()
-        xp = array_namespace(x)
-        return xp.reshape(x, (-1,))[::step]
+        """Scores of every ``step``-th flattened entry."""
+        return self.flat(0, self.size)[::step]
 
 
 class MagnitudeScores(ScoreSource):
@@ -44,15 +50,14 @@ class MagnitudeScores(ScoreSource):
     that is exactly 0 has the lowest possible score, so it goes first."""
 
     def __init__(self, weight: Array) -> None:
-        self.weight = weight
-        self.xp = array_namespace(weight)
+        super().__init__(weight)
+        self._flat = self.xp.reshape(weight, (-1,))
 
-    def full(self) -> Array:
-        return _as_float_scores(self.xp, self.xp.abs(self.weight))
+    def flat(self, start: int, stop: int) -> Array:
+        return _as_float_scores(self.xp, self.xp.abs(self._flat[start:stop]))
 
     def sample(self, step: int) -> Array:
-        flat = self.xp.reshape(self.weight, (-1,))[::step]
-        return _as_float_scores(self.xp, self.xp.abs(flat))
+        return _as_float_scores(self.xp, self.xp.abs(self._flat[::step]))
 
 
 class RandomScores(ScoreSource):
@@ -60,15 +65,17 @@ class RandomScores(ScoreSource):
     control of the lottery-ticket experiments (Frankle & Carbin 2019, Sec. 2).
 
     The stream depends only on ``key`` (seed, round, parameter index), so every
-    namespace gets the same scores. They are generated in host memory and moved to the
-    weight's device: random numbers, never the weights, cross.
+    namespace gets the same scores. They are generated once, in host memory, and moved
+    to the weight's device: random numbers, never the weights, cross.
     """
 
     def __init__(self, weight: Array, key: tuple[int, ...]) -> None:
-        self.weight = weight
+        super().__init__(weight)
         self.key = key
+        self._scores: Array | None = None
 
-    def full(self) -> Array:
-        xp = array_namespace(self.weight)
-        values = np.random.default_rng(list(self.key)).random(tuple(self.weight.shape), dtype=np.float32)
-        return xp.asarray(values, device=device(self.weight))
+    def flat(self, start: int, stop: int) -> Array:
+        if self._scores is None:
+            values = np.random.default_rng(list(self.key)).random(self.size, dtype=np.float32)
+            self._scores = self.xp.asarray(values, device=device(self.weight))
+        return self._scores[start:stop]

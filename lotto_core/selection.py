@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from array_api_compat import is_jax_array, is_numpy_array, is_torch_array
@@ -39,6 +39,7 @@ __all__ = ["Cut", "apply_cut", "kth_smallest", "plan_cuts"]
 _SAMPLE_SIZE = 1 << 18
 _SORT_SIZE = 1 << 12
 _MIN_BAND = 1 << 18
+_CHUNK = 1 << 19
 _STD_MARGIN = 5.0
 
 
@@ -137,12 +138,16 @@ class _FloatOrder:
         return result
 
 
+@dataclass(frozen=True)
 class _Band:
-    """One parameter's kept scores inside the bracket, by flat (C-order) position."""
+    """One parameter's kept scores inside the bracket and their flat (C-order)
+    positions; both ``None`` when the parameter has none there."""
 
-    def __init__(self, values: Array, positions: Array) -> None:
-        self.values = values
-        self.positions = positions
+    values: Array | None
+    positions: Array | None
+
+    def count(self, xp: Namespace, condition: Callable[[Array], Array]) -> int:
+        return 0 if self.values is None else count_true(xp, condition(self.values))
 
 
 def _set_true(xp: Namespace, mask: Array, positions: Array) -> Array | None:
@@ -156,32 +161,47 @@ def _set_true(xp: Namespace, mask: Array, positions: Array) -> Array | None:
     return None
 
 
+def _concat(xp: Namespace, parts: list[Array]) -> Array:
+    return parts[0] if len(parts) == 1 else xp.concat(parts)
+
+
 class _Selection:
-    """One exact selection over a group (see the module docstring)."""
+    """One exact selection over a group (see the module docstring).
+
+    Every pass walks each parameter in chunks of ``_CHUNK`` flattened entries, so that
+    the temporaries of a step stay in cache and small beside the weights.
+    """
 
     def __init__(self, sources: Sequence[ScoreSource], masks: Sequence[Array], k: int, kept: list[int]) -> None:
         self.sources = sources
-        self.masks = masks
         self.k = k
         self.kept = sum(kept)
-        self.xp = array_namespace(*masks)
-        sizes = [math.prod(m.shape) for m in masks]
-        self.full = [n == size for n, size in zip(kept, sizes, strict=True)]
+        self.xp = xp = array_namespace(*masks)
+        self.shapes = [tuple(m.shape) for m in masks]
+        sizes = [math.prod(shape) for shape in self.shapes]
+        # None where every entry is kept: the passes then skip the mask entirely
+        self.flat_masks = [
+            None if n == size else xp.reshape(m, (-1,)) for m, n, size in zip(masks, kept, sizes, strict=True)
+        ]
         self.total = sum(sizes)
         self.band_budget = max(_MIN_BAND, self.total >> 6)
 
-    def _kept(self, i: int, condition: Array) -> Array:
-        """``condition`` restricted to the kept entries of parameter ``i``."""
-        return condition if self.full[i] else condition & self.masks[i]
+    def chunks(self, i: int) -> Iterator[tuple[int, Array, Array | None]]:
+        """``(start, scores, kept)`` for each chunk of parameter ``i``; ``kept`` is
+        ``None`` where every entry of the parameter is kept."""
+        src, mask = self.sources[i], self.flat_masks[i]
+        for start in range(0, src.size, _CHUNK):
+            stop = min(start + _CHUNK, src.size)
+            yield start, src.flat(start, stop), None if mask is None else mask[start:stop]
 
     def sample(self) -> Array:
         xp = self.xp
         step = max(1, self.total // _SAMPLE_SIZE)
         parts = []
-        for src, mask, full in zip(self.sources, self.masks, self.full, strict=True):
+        for src, mask in zip(self.sources, self.flat_masks, strict=True):
             s = src.sample(step)
-            parts.append(s if full else s[xp.reshape(mask, (-1,))[::step]])
-        sample = xp.concat(parts) if len(parts) > 1 else parts[0]
+            parts.append(s if mask is None else s[mask[::step]])
+        sample = _concat(xp, parts)
         return sample[sample == sample]  # drop NaN
 
     def count(
@@ -193,35 +213,49 @@ class _Selection:
         xp = self.xp
         below, upto, bands, above = [], [], [], []
         room = self.band_budget
-        for i, src in enumerate(self.sources):
-            s = src.full()
-            at_most = s <= hi
-            le = self._kept(i, at_most)
-            inside = le & (s >= lo)
-            n_le, n_in = count_true(xp, le), count_true(xp, inside)
+        for i, shape in enumerate(self.shapes):
+            n_le = n_in = 0
+            values, positions, above_parts = [], [], []
+            for start, s, kept in self.chunks(i):
+                at_most = s <= hi
+                le = at_most if kept is None else at_most & kept
+                inside = le & (s >= lo)
+                n_le += count_true(xp, le)
+                n_inside = count_true(xp, inside)
+                n_in += n_inside
+                room -= n_inside
+                if room >= 0 and n_inside:
+                    local = xp.nonzero(inside)[0]
+                    values.append(xp.take(s, local))
+                    positions.append(local + start)
+                if keep_above:
+                    not_le = xp.logical_not(at_most)
+                    above_parts.append(not_le if kept is None else not_le & kept)
             below.append(n_le - n_in)
             upto.append(n_le)
-            room -= n_in
             if room >= 0:
-                positions = xp.nonzero(xp.reshape(inside, (-1,)))[0]
-                bands.append(_Band(xp.take(xp.reshape(s, (-1,)), positions), positions))
+                bands.append(_Band(_concat(xp, values), _concat(xp, positions)) if values else _Band(None, None))
             if keep_above:
-                above.append(self._kept(i, xp.logical_not(at_most)))
-            del s, at_most, le, inside
+                above.append(xp.reshape(_concat(xp, above_parts), shape))
         return below, upto, bands if room >= 0 else None, above
 
     def count_upto(self, value: float) -> list[int]:
-        return [count_true(self.xp, self._kept(i, src.full() <= value)) for i, src in enumerate(self.sources)]
+        xp = self.xp
+        return [
+            sum(count_true(xp, s <= value if kept is None else (s <= value) & kept) for _, s, kept in self.chunks(i))
+            for i in range(len(self.sources))
+        ]
 
     def kept_extreme(self, largest: bool) -> float:
         xp = self.xp
         fill = -math.inf if largest else math.inf
         best = fill
-        for src, mask in zip(self.sources, self.masks, strict=True):
-            s = src.full()
-            masked = xp.where(mask & (s == s), s, xp.full_like(s, fill))
-            v = float(xp.max(masked) if largest else xp.min(masked))
-            best = max(best, v) if largest else min(best, v)
+        for i in range(len(self.sources)):
+            for _, s, kept in self.chunks(i):
+                comparable = s == s if kept is None else (s == s) & kept
+                masked = xp.where(comparable, s, xp.full_like(s, fill))
+                v = float(xp.max(masked) if largest else xp.min(masked))
+                best = max(best, v) if largest else min(best, v)
         return best
 
     def run(self) -> list[Cut]:
@@ -269,9 +303,9 @@ class _Selection:
             less = below
             tied = [u - b for u, b in zip(upto, below, strict=True)]
         else:
-            t = kth_smallest(xp, xp.concat([b.values for b in bands]), k - sum(below) - 1)
-            less = [b + count_true(xp, band.values < t) for b, band in zip(below, bands, strict=True)]
-            tied = [count_true(xp, band.values == t) for band in bands]
+            t = kth_smallest(xp, _concat(xp, [b.values for b in bands if b.values is not None]), k - sum(below) - 1)
+            less = [b + band.count(xp, lambda v: v < t) for b, band in zip(below, bands, strict=True)]
+            tied = [band.count(xp, lambda v: v == t) for band in bands]
 
         ties_left = k - sum(less)
         cuts = []
@@ -306,6 +340,8 @@ class _Selection:
         """``cut`` with its new mask built from this pass: the entries kept above the
         bracket, plus the band entries that the cut keeps."""
         xp = self.xp
+        if band.values is None or band.positions is None:
+            return replace(cut, mask=above)
         keep = xp.logical_not(band.values < cut.threshold)
         if cut.ties:
             tied = band.values == cut.threshold

@@ -107,10 +107,11 @@ def test_kept_zeros_go_first(xp, device):
     assert m[1].tolist() == [False, True]
 
 
-@pytest.fixture(params=["default", "tiny-sample", "zero-margin", "tiny-band"])
+@pytest.fixture(params=["default", "tiny-sample", "zero-margin", "tiny-band", "small-chunks"])
 def selection_path(request, monkeypatch):
     """Shrink the algorithm's constants so that moderate arrays take every path:
-    sampling, widening a missed bracket, bisection, and the recursive order statistic."""
+    sampling, widening a missed bracket, bisection, the recursive order statistic, and
+    parameters walked in several chunks."""
     if request.param == "tiny-sample":
         monkeypatch.setattr(selection, "_SAMPLE_SIZE", 64)
         monkeypatch.setattr(selection, "_SORT_SIZE", 16)
@@ -120,6 +121,9 @@ def selection_path(request, monkeypatch):
     elif request.param == "tiny-band":
         monkeypatch.setattr(selection, "_MIN_BAND", 4)
         monkeypatch.setattr(selection, "_SAMPLE_SIZE", 128)
+        monkeypatch.setattr(selection, "_CHUNK", 97)
+    elif request.param == "small-chunks":
+        monkeypatch.setattr(selection, "_CHUNK", 64)
     return request.param
 
 
