@@ -221,11 +221,10 @@ class _Selection:
                 le = at_most if kept is None else at_most & kept
                 inside = le & (s >= lo)
                 n_le += count_true(xp, le)
-                n_inside = count_true(xp, inside)
-                n_in += n_inside
-                room -= n_inside
-                if room >= 0 and n_inside:
-                    local = xp.nonzero(inside)[0]
+                local = xp.nonzero(inside)[0]
+                n_in += int(local.shape[0])
+                room -= int(local.shape[0])
+                if room >= 0 and local.shape[0]:
                     values.append(xp.take(s, local))
                     positions.append(local + start)
                 if keep_above:
