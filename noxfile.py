@@ -39,7 +39,14 @@ def tests_core(session: nox.Session) -> None:
 def tests_torch(session: nox.Session) -> None:
     """The core suite on torch tensors, and the PyTorch tests."""
     session.install(TORCH, "-e", ".[torch,test]")
-    session.run("pytest", "tests/core", "tests/torch", *session.posargs, env={"LOTTO_NAMESPACES": "torch"})
+    session.run(
+        "pytest",
+        "tests/core",
+        "tests/torch",
+        "lotto_backends/torch",
+        *session.posargs,
+        env={"LOTTO_NAMESPACES": "torch"},
+    )
 
 
 @nox.session(name="tests-jax")

@@ -1,0 +1,45 @@
+"""Lotto for PyTorch: prunable twins of the ``torch.nn`` layers, ``make_prunable`` for a
+whole model, and the core's prune groups and ``Pruner``.
+
+Examples
+--------
+>>> import torch
+>>> from torch import nn
+>>> from lotto_backends.torch import MagnitudePruneGroup, PrunableLinear, Pruner
+>>> _ = torch.manual_seed(0)
+>>> m = nn.Sequential(PrunableLinear(8, 4), nn.ReLU(), nn.Linear(4, 2))
+>>> pruner = Pruner([MagnitudePruneGroup([m[0]], 0.5)])
+>>> pruner.prune_and_rewind()
+>>> int(m[0].weight_mask.sum()), int((m[0].weight == 0).sum())
+(16, 16)
+"""
+
+from lotto_core import (
+    LayerwiseMagnitudePruneGroup,
+    MagnitudePruneGroup,
+    PruneGroup,
+    Pruner,
+    RandomPruneGroup,
+    SparsityReport,
+)
+
+from . import layers
+from .convert import make_prunable
+from .layers import *  # noqa: F403  (the Prunable* classes)
+from .layers import PRUNABLE_TYPES, PrunableModule, TorchParameterHandle
+
+__all__ = [
+    "PRUNABLE_TYPES",
+    "LayerwiseMagnitudePruneGroup",
+    "MagnitudePruneGroup",
+    "PrunableModule",
+    "PruneGroup",
+    "Pruner",
+    "RandomPruneGroup",
+    "SparsityReport",
+    "TorchParameterHandle",
+    "make_prunable",
+    *(cls.__name__ for cls in PRUNABLE_TYPES.values()),
+]
+
+del layers

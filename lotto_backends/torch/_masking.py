@@ -1,0 +1,71 @@
+"""How a prunable torch layer keeps its pruned weights at exactly zero.
+
+Masks and rewind points are buffers of the layer (``weight_mask``, ``weight_rewind``,
+...), so they travel with ``state_dict``, ``.to()``, ``deepcopy`` and ``torch.save``.
+
+Pruned entries are re-zeroed (multiplied by the mask in place) at two moments only:
+
+* right after any ``torch.optim`` optimizer steps over a masked parameter (a global
+  optimizer post-step hook), so weights read zero between steps too;
+* before a forward call, if the parameter changed since it was last masked (its
+  ``_version`` counter moved: a hand-written update, a loaded state), so a forward never
+  sees a pruned weight.
+
+Nothing else runs per step: no reparametrization, no extra copy, no work in forward or
+backward when the weights are clean.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils.weak import WeakIdKeyDictionary
+
+__all__ = ["buffer_key", "mark_clean", "remask", "remask_if_changed"]
+
+# parameter -> (layer that holds its mask, parameter's dotted name)
+_MASKED: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def buffer_key(name: str) -> str:
+    """Buffer-name stem of a (possibly dotted) parameter name: ``out_proj.weight`` ->
+    ``out_proj_weight``."""
+    return name.replace(".", "_")
+
+
+def mark_clean(layer: nn.Module, name: str, param: torch.Tensor) -> None:
+    """Record that ``param`` is masked as of now, and register it for the optimizer hook."""
+    layer._lotto_versions[name] = param._version
+    _MASKED[param] = (weakref.ref(layer), name)
+
+
+def remask(layer: nn.Module, name: str, param: torch.Tensor) -> None:
+    """Multiply ``param`` in place by its mask (pruned entries become 0)."""
+    with torch.no_grad():
+        param.mul_(layer.get_buffer(buffer_key(name) + "_mask"))
+    mark_clean(layer, name, param)
+
+
+def remask_if_changed(layer: nn.Module, _args: Any) -> None:
+    """Forward pre-hook: re-zero each masked parameter that changed since it was masked."""
+    for name, param in layer._lotto_masked_parameters():
+        if layer._lotto_versions.get(name) != param._version or param not in _MASKED:
+            remask(layer, name, param)
+
+
+def _after_optimizer_step(optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            entry = _MASKED.get(param)
+            if entry is None:
+                continue
+            layer = entry[0]()
+            if layer is not None:
+                remask(layer, entry[1], param)
+
+
+register_optimizer_step_post_hook(_after_optimizer_step)
