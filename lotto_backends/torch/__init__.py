@@ -1,5 +1,6 @@
 """Lotto for PyTorch: prunable twins of the ``torch.nn`` layers, ``make_prunable`` for a
-whole model, and the core's prune groups and ``Pruner``.
+whole model, ``sparsify`` and ``to_scipy`` for the result, and the core's prune groups
+and ``Pruner``.
 
 Examples
 --------
@@ -27,6 +28,7 @@ from . import layers
 from .convert import make_prunable
 from .layers import *  # noqa: F403  (the Prunable* classes)
 from .layers import PRUNABLE_TYPES, PrunableModule, TorchParameterHandle
+from .sparse import SparseLinear, SparseStored, sparsify, to_scipy
 
 __all__ = [
     "PRUNABLE_TYPES",
@@ -36,9 +38,13 @@ __all__ = [
     "PruneGroup",
     "Pruner",
     "RandomPruneGroup",
+    "SparseLinear",
+    "SparseStored",
     "SparsityReport",
     "TorchParameterHandle",
     "make_prunable",
+    "sparsify",
+    "to_scipy",
     *(cls.__name__ for cls in PRUNABLE_TYPES.values()),
 ]
 

@@ -87,6 +87,7 @@ class PrunableModule(nn.Module):
     hooks, and the core's ``parameter_handles()``."""
 
     _lotto_prunable: Callable[[nn.Module], list[str]]
+    _lotto_base: type[nn.Module]
 
     def _lotto_setup(self) -> None:
         self._lotto_versions: dict[str, int] = {}
@@ -143,6 +144,7 @@ def _prunable_class(base: type[nn.Module], prunable: Callable[[nn.Module], list[
             "__doc__": f"A prunable :class:`torch.nn.{base.__name__}`: the same constructor arguments, "
             f"or one built ``{base.__name__}`` to adopt. See :mod:`lotto_backends.torch.layers`.",
             "_lotto_prunable": staticmethod(prunable),
+            "_lotto_base": base,
         },
     )
     return cls

@@ -13,6 +13,7 @@ from lotto_backends.torch import (
     PrunableLSTM,
     PrunableModule,
     Pruner,
+    sparsify,
 )
 from lotto_core import prune_count
 
@@ -113,6 +114,10 @@ def test_seed_library_example_runs_as_written():
     assert kept[3].kept == second
     assert isinstance(m[2], nn.LSTM)
     assert isinstance(m[0], nn.Linear)
+    m.eval()
+    small = sparsify(m)
+    x = torch.randn(2, 3, 1024)
+    torch.testing.assert_close(small(x), m(x))
 
 
 # torch's own inductor imports still call a deprecated torch.jit API
