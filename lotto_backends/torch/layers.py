@@ -91,6 +91,7 @@ class PrunableModule(nn.Module):
 
     def _lotto_setup(self) -> None:
         self._lotto_versions: dict[str, int] = {}
+        self._lotto_rewind_device: torch.device | None = None
         names = self._lotto_prunable(self)
         for name, param in self.named_parameters():
             if name in names:
@@ -104,6 +105,27 @@ class PrunableModule(nn.Module):
         for name, param in self.named_parameters():
             if buffer_key(name) + "_mask" in self._buffers:
                 yield name, param
+
+    def set_rewind_device(self, device: str | torch.device | None) -> PrunableModule:
+        """Keep this layer's rewind points on ``device`` whatever ``.to()`` does later
+        (``"cpu"`` for a model on an accelerator: one rewind copy per weight in host
+        memory instead of device memory); ``None`` lets them follow the layer again.
+        Returns the layer."""
+        self._lotto_rewind_device = None if device is None else torch.device(device)
+        return self._apply(lambda t: t)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> PrunableModule:
+        if self._lotto_rewind_device is None:
+            return super()._apply(fn, recurse)
+        order = list(self._buffers)
+        pinned = {key: self._buffers.pop(key) for key in order if key.endswith("_rewind")}
+        super()._apply(fn, recurse)
+        names = {buffer_key(name) + "_rewind": name for name, _ in self.named_parameters()}
+        for key, point in pinned.items():
+            dtype = self.get_parameter(names[key]).dtype
+            pinned[key] = point.to(device=self._lotto_rewind_device, dtype=dtype)
+        self._buffers = {key: pinned[key] if key in pinned else self._buffers[key] for key in order}
+        return self
 
     def parameter_handles(self) -> Mapping[str, TorchParameterHandle]:
         """Every parameter of the layer (submodules' too, by dotted name); the prunable

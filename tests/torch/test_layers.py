@@ -165,3 +165,28 @@ def test_make_prunable_returns_the_twin_of_a_bare_layer():
 def test_make_prunable_refuses_what_is_not_a_module():
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         make_prunable([nn.Linear(2, 2)])
+
+
+def test_rewind_points_can_stay_in_host_memory():
+    torch.manual_seed(0)
+    layer = PRUNABLE_TYPES[nn.Linear](6, 4).set_rewind_device("cpu")
+    start = layer.weight.detach().clone()
+    layer.to("meta")  # stands in for an accelerator: parameters move, rewind points stay
+    assert layer.weight.device.type == "meta"
+    assert layer.weight_mask.device.type == "meta"
+    assert layer.weight_rewind.device.type == "cpu"
+    assert torch.equal(layer.weight_rewind, start)
+    other = PRUNABLE_TYPES[nn.Linear](6, 4).set_rewind_device("cpu").to(torch.float64)
+    assert other.weight_rewind.dtype == torch.float64  # dtype follows the parameter
+    assert list(other.state_dict()) == ["weight", "bias", "weight_mask", "weight_rewind", "bias_rewind"]
+
+
+def test_rewind_from_host_memory_restores_the_layer():
+    torch.manual_seed(0)
+    layer = PRUNABLE_TYPES[nn.Linear](6, 4).set_rewind_device("cpu")
+    start = layer.weight.detach().clone()
+    pruner = Pruner([MagnitudePruneGroup([layer], 0.5)])
+    with torch.no_grad():
+        layer.weight.mul_(3)
+    pruner.prune_and_rewind()
+    assert torch.equal(layer.weight, torch.where(layer.weight_mask, start, 0.0))
