@@ -1,6 +1,7 @@
 """Global magnitude pruning of 8 weights of 2048x2048 (33.5M values) at p=0.2 on CPU.
 
-Lotto's core (through ``ArrayLayer`` over plain torch tensors) against
+Lotto's core (through ``ArrayLayer`` over plain torch tensors, and through the torch
+adapter's ``PrunableLinear`` layers) against
 ``torch.nn.utils.prune.global_unstructured`` on the same weights, in the same run, with
 one elementwise pass over the weights (``w.abs().sum()``) as the floor. Targets
 (issue 2): at least 20x faster than torch, within 10x of the elementwise pass, and peak
@@ -25,6 +26,7 @@ import torch
 import torch.nn.utils.prune as torch_prune
 from _measure import best_time, peak_extra_bytes
 
+from lotto_backends.torch import PrunableLinear
 from lotto_core import ArrayLayer, MagnitudePruneGroup
 
 
@@ -67,7 +69,24 @@ def torch_method(weights: list[torch.Tensor], p: float) -> tuple[Callable[[], No
     return setup, prune
 
 
-METHODS = {"lotto": lotto_method, "torch": torch_method}
+def layers_method(weights: list[torch.Tensor], p: float) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(setup, prune) for Lotto's global magnitude group over PrunableLinear layers."""
+    layers: list[PrunableLinear] = []
+
+    def setup() -> None:
+        layers.clear()
+        for w in weights:
+            layer = PrunableLinear(w.shape[1], w.shape[0], bias=False)
+            layer.parameter_handles()["weight"].set_value(w)
+            layers.append(layer)
+
+    def prune() -> None:
+        MagnitudePruneGroup(layers, p).prune()
+
+    return setup, prune
+
+
+METHODS = {"lotto": lotto_method, "layers": layers_method, "torch": torch_method}
 
 
 def memory_in_subprocess(method: str, args: argparse.Namespace) -> int:
@@ -105,19 +124,24 @@ def main() -> int:
 
     lotto_setup, lotto_prune = lotto_method(weights, args.p)
     torch_setup, torch_prune_all = torch_method(weights, args.p)
+    layers_setup, layers_prune = layers_method(weights, args.p)
     t_pass = best_time(elementwise, repeat=args.repeat)
     t_lotto = best_time(lotto_prune, repeat=args.repeat, setup=lotto_setup)
+    t_layers = best_time(layers_prune, repeat=args.repeat, setup=layers_setup)
     t_torch = best_time(torch_prune_all, repeat=max(1, args.repeat // 3), setup=torch_setup)
     mem_lotto = memory_in_subprocess("lotto", args)
     mem_torch = memory_in_subprocess("torch", args)
+    mem_layers = memory_in_subprocess("layers", args)
 
     print(f"elementwise pass (w.abs().sum()): {t_pass * 1e3:8.1f} ms")
     print(f"torch global_unstructured:        {t_torch * 1e3:8.1f} ms   peak extra {mem_torch / 1e6:7.1f} MB")
     print(f"lotto MagnitudePruneGroup.prune:  {t_lotto * 1e3:8.1f} ms   peak extra {mem_lotto / 1e6:7.1f} MB")
+    print(f"  ... through PrunableLinear:     {t_layers * 1e3:8.1f} ms   peak extra {mem_layers / 1e6:7.1f} MB")
     speedup, vs_pass, mem_ratio = t_torch / t_lotto, t_lotto / t_pass, mem_lotto / weight_bytes
     print(f"speed-up over torch:        {speedup:6.1f}x   (target >= 20x)")
     print(f"time / elementwise pass:    {vs_pass:6.1f}x   (target <= 10x)")
     print(f"peak extra / weight bytes:  {mem_ratio:6.2f}    (target <= 0.50; torch: {mem_torch / weight_bytes:.2f})")
+    print(f"through PrunableLinear: {t_torch / t_layers:.1f}x faster than torch, {t_layers / t_pass:.1f}x the pass")
     missed = [
         name
         for name, ok in (

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from array_api_compat import is_writeable_array
+import numpy as np
+from array_api_compat import is_numpy_array, is_torch_array, is_writeable_array
 
 from ._array_api import Array, array_namespace, device
 
@@ -43,7 +44,15 @@ class ArrayParameter:
 
     def set_mask(self, mask: Array) -> None:
         xp = array_namespace(self.value)
-        if is_writeable_array(self.value):
+        if is_numpy_array(self.value) or is_torch_array(self.value):
+            # in place; a uint8 operand is far cheaper to multiply by than a bool one
+            with np.errstate(invalid="ignore", over="ignore"):
+                self.value *= xp.astype(mask, xp.uint8)
+                self.value += 0.0  # -x * 0 is -0.0; adding +0.0 makes it +0.0
+                finite = bool(xp.isfinite(xp.sum(self.value)))
+            if not finite:  # inf * 0 is NaN: redo it the exact way
+                self.value[xp.logical_not(mask)] = 0
+        elif is_writeable_array(self.value):
             self.value[xp.logical_not(mask)] = 0
         else:
             self.value = xp.where(mask, self.value, xp.zeros_like(self.value))

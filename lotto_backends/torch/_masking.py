@@ -3,7 +3,8 @@
 Masks and rewind points are buffers of the layer (``weight_mask``, ``weight_rewind``,
 ...), so they travel with ``state_dict``, ``.to()``, ``deepcopy`` and ``torch.save``.
 
-Pruned entries are re-zeroed (multiplied by the mask in place) at two moments only:
+Pruned entries are re-zeroed (multiplied in place by the mask, read as uint8: a bool
+operand would make torch cast every element and take twice as long) at two moments only:
 
 * right after any ``torch.optim`` optimizer steps over a masked parameter (a global
   optimizer post-step hook), so weights read zero between steps too;
@@ -12,7 +13,10 @@ Pruned entries are re-zeroed (multiplied by the mask in place) at two moments on
   sees a pruned weight.
 
 Nothing else runs per step: no reparametrization, no extra copy, no work in forward or
-backward when the weights are clean.
+backward when the weights are clean. Like ``torch.nn.utils.prune``'s ``weight_orig *
+mask``, the per-step multiply leaves a pruned weight that an optimizer drove to inf or
+NaN non-finite, and a negative one as -0.0 (equal to 0); pruning, rewinding and loading
+(``zero_pruned``) set pruned entries to exactly +0.0 whatever they held.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.weak import WeakIdKeyDictionary
 
-__all__ = ["buffer_key", "mark_clean", "remask", "remask_if_changed"]
+__all__ = ["buffer_key", "mark_clean", "remask", "remask_if_changed", "zero_pruned"]
 
 # parameter -> (layer that holds its mask, parameter's dotted name)
 _MASKED: WeakIdKeyDictionary = WeakIdKeyDictionary()
@@ -43,10 +47,22 @@ def mark_clean(layer: nn.Module, name: str, param: torch.Tensor) -> None:
     _MASKED[param] = (weakref.ref(layer), name)
 
 
+def _mask_of(layer: nn.Module, name: str) -> torch.Tensor:
+    return layer.get_buffer(buffer_key(name) + "_mask")
+
+
+def zero_pruned(param: torch.Tensor, mask: torch.Tensor) -> None:
+    """Set the entries of ``param`` that ``mask`` prunes to exactly 0, whatever they hold."""
+    with torch.no_grad():
+        param.mul_(mask.view(torch.uint8)).add_(0.0)  # adding +0.0 turns -x * 0 = -0.0 into +0.0
+        if not bool(torch.isfinite(param.sum())):  # inf * 0 is NaN: redo the slow exact way
+            param.masked_fill_(torch.logical_not(mask), 0)
+
+
 def remask(layer: nn.Module, name: str, param: torch.Tensor) -> None:
     """Multiply ``param`` in place by its mask (pruned entries become 0)."""
     with torch.no_grad():
-        param.mul_(layer.get_buffer(buffer_key(name) + "_mask"))
+        param.mul_(_mask_of(layer, name).view(torch.uint8))
     mark_clean(layer, name, param)
 
 
@@ -58,14 +74,21 @@ def remask_if_changed(layer: nn.Module, _args: Any) -> None:
 
 
 def _after_optimizer_step(optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+    """Re-zero every masked parameter that the optimizer holds, in one fused multiply."""
+    owners, params, masks = [], [], []
     for group in optimizer.param_groups:
         for param in group["params"]:
             entry = _MASKED.get(param)
-            if entry is None:
-                continue
-            layer = entry[0]()
+            layer = None if entry is None else entry[0]()
             if layer is not None:
-                remask(layer, entry[1], param)
+                owners.append((layer, entry[1]))
+                params.append(param)
+                masks.append(_mask_of(layer, entry[1]).view(torch.uint8))
+    if params:
+        with torch.no_grad():
+            torch._foreach_mul_(params, masks)
+        for (layer, name), param in zip(owners, params, strict=True):
+            mark_clean(layer, name, param)
 
 
 register_optimizer_step_post_hook(_after_optimizer_step)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._masking import buffer_key, mark_clean, remask, remask_if_changed
+from ._masking import buffer_key, mark_clean, remask_if_changed, zero_pruned
 
 __all__ = ["PRUNABLE_TYPES", "PrunableModule", "TorchParameterHandle"]
 
@@ -57,8 +57,10 @@ class TorchParameterHandle:
         param = self.parameter
         with torch.no_grad():
             param.copy_(value)
-        if self.get_mask() is not None:
-            remask(self.layer, self.name, param)
+        mask = self.get_mask()
+        if mask is not None:
+            zero_pruned(param, mask)
+            mark_clean(self.layer, self.name, param)
 
     def get_mask(self) -> torch.Tensor | None:
         return self.layer._buffers.get(self.key + "_mask")
@@ -66,8 +68,7 @@ class TorchParameterHandle:
     def set_mask(self, mask: torch.Tensor) -> None:
         param = self.parameter
         self.layer._buffers[self.key + "_mask"] = mask
-        with torch.no_grad():
-            param.masked_fill_(torch.logical_not(mask), 0)
+        zero_pruned(param, mask)
         mark_clean(self.layer, self.name, param)
 
     def get_rewind_point(self) -> torch.Tensor:

@@ -132,3 +132,17 @@ def test_a_failing_group_leaves_every_group_unchanged(xp, device):
     for b, m in zip(before, masks(layers[:2], "weight"), strict=True):
         np.testing.assert_array_equal(b, m)
     assert pruner.rounds == 0
+
+
+def test_pruned_entries_read_exactly_zero_even_when_not_finite(xp, device):
+    layer = ArrayLayer({"w": xp.asarray([float("inf"), 1.0, float("nan"), 2.0, -3.0], device=device)})
+    mask = xp.asarray([False, True, False, True, False], device=device)
+    layer.params["w"].set_mask(mask)
+    assert host(layer["w"]).tolist() == [0.0, 1.0, 0.0, 2.0, 0.0]
+
+
+def test_pruned_negative_weights_read_plus_zero(xp, device):
+    layer = ArrayLayer({"w": xp.asarray([-1.0, -2.0, 3.0], device=device)})
+    MagnitudePruneGroup([layer], 0.5).prune()
+    assert host(layer["w"]).tolist() == [0.0, 0.0, 3.0]
+    assert not np.signbit(host(layer["w"])).any()

@@ -133,3 +133,13 @@ def test_torch_compile_gives_the_eager_outputs():
     loss = compiled(x).sum()
     loss.backward()
     assert model[0].weight.grad is not None
+
+
+def test_pruning_sets_even_non_finite_weights_to_exactly_zero():
+    layer = PrunableLinear(4, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[float("inf"), 1.0, 2.0, 3.0], [4.0, float("nan"), 5.0, 6.0]]))
+    mask = torch.tensor([[False, True, True, True], [True, False, True, False]])
+    layer.parameter_handles()["weight"].set_mask(mask)
+    expected = torch.tensor([[0.0, 1.0, 2.0, 3.0], [4.0, 0.0, 5.0, 0.0]])
+    assert torch.equal(layer.weight.detach(), expected)
