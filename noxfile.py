@@ -15,6 +15,7 @@ nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 TORCH = "torch==2.13.0"
+BENCHMARKS = ["bench_global_prune.py", "bench_torch_train_step.py", "bench_torch_sparse_inference.py"]
 JAX_ENV = {
     "JAX_PLATFORMS": "cpu",
     # two host devices, so that the device fixture hands out a non-default one
@@ -80,4 +81,5 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmarks, each against its baseline in the same run (not a test)."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "bench"), "-e", ".[torch]")
-    session.run("python", "bench/bench_global_prune.py", *session.posargs)
+    for script in BENCHMARKS:
+        session.run("python", f"bench/{script}", *session.posargs)
