@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from lotto_backends.torch import PRUNABLE_TYPES, MagnitudePruneGroup, PrunableModule, Pruner, make_prunable
+from lotto_backends.torch import PRUNABLE_TYPES, MagnitudePruneGroup, PrunableModule, Pruner, make_prunable, sparsify
 
 from .cases import CASES, first_tensor
 
@@ -190,3 +190,53 @@ def test_rewind_from_host_memory_restores_the_layer():
         layer.weight.mul_(3)
     pruner.prune_and_rewind()
     assert torch.equal(layer.weight, torch.where(layer.weight_mask, start, 0.0))
+
+
+class _BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock, written out (torchvision's PyPI wheels do not
+    install beside torch==2.13.0 on this project's machines)."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)) if stride != 1 else None
+        )
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + identity)
+
+
+def test_make_prunable_on_a_resnet():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        _BasicBlock(8, 8, 1),
+        _BasicBlock(8, 16, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    ).eval()
+    x = torch.randn(2, 3, 16, 16)
+    expected = model(x)
+    make_prunable(model)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 6
+    assert all(isinstance(m, PrunableModule) for m in convs)
+    torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+    pruner = Pruner([MagnitudePruneGroup([*convs, model[7]], 0.5)])
+    pruner.prune()
+    small = sparsify(model)
+    torch.testing.assert_close(small(x), model(x))
+
+
+def test_sparsify_refuses_what_is_not_a_module():
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
+        sparsify(None)
