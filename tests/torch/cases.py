@@ -50,3 +50,10 @@ CASES: dict[type[nn.Module], tuple[Callable[[], nn.Module], Callable[[], tuple[A
 def first_tensor(out: Any) -> torch.Tensor:
     """The main output of a layer (RNNs and attention return tuples)."""
     return out[0] if isinstance(out, tuple) else out
+
+
+def assert_same_outputs(a: nn.Module, b: nn.Module, inputs: Callable[[], tuple[Any, ...]], exact: bool = True) -> None:
+    """``a`` and ``b`` give the same main output on one draw of ``inputs``."""
+    args = inputs()
+    tolerance = {"rtol": 0, "atol": 0} if exact else {}
+    torch.testing.assert_close(first_tensor(a(*args)), first_tensor(b(*args)), **tolerance)

@@ -12,7 +12,7 @@ from torch import nn
 
 from lotto_backends.torch import PRUNABLE_TYPES, MagnitudePruneGroup, PrunableModule, Pruner, make_prunable, sparsify
 
-from .cases import CASES, first_tensor
+from .cases import CASES, assert_same_outputs, first_tensor
 
 TYPES = list(PRUNABLE_TYPES)
 
@@ -48,8 +48,7 @@ def test_adopts_a_built_layer_and_matches_it(base):
     built, twin, plain, inputs = _pair(base)
     for name, param in built.named_parameters():
         assert twin.get_parameter(name) is param
-    args = inputs()
-    torch.testing.assert_close(first_tensor(twin(*args)), first_tensor(plain(*args)), rtol=0, atol=0)
+    assert_same_outputs(twin, plain, inputs)
 
 
 @pytest.mark.parametrize("base", TYPES, ids=lambda t: t.__name__)
@@ -63,8 +62,7 @@ def test_after_pruning_equals_the_plain_layer_with_masked_weights(base):
             plain.get_parameter(name).mul_(mask)
             assert int(mask.sum()) < mask.numel()
             assert (twin.get_parameter(name)[~mask] == 0).all()
-    args = inputs()
-    torch.testing.assert_close(first_tensor(twin(*args)), first_tensor(plain(*args)), rtol=0, atol=0)
+    assert_same_outputs(twin, plain, inputs)
 
 
 @pytest.mark.parametrize("base", TYPES, ids=lambda t: t.__name__)
@@ -80,8 +78,7 @@ def test_state_dict_round_trips_into_a_fresh_prunable_layer(base):
     missing, unexpected = plain.load_state_dict(twin.state_dict(), strict=False)
     assert missing == []
     assert all(k.endswith(("_mask", "_rewind")) for k in unexpected)
-    args = inputs()
-    torch.testing.assert_close(first_tensor(plain(*args)), first_tensor(fresh(*args)), rtol=0, atol=0)
+    assert_same_outputs(plain, fresh, inputs)
 
 
 @pytest.mark.parametrize("base", TYPES, ids=lambda t: t.__name__)
