@@ -80,10 +80,15 @@ def apply_cut(xp: Namespace, source: ScoreSource, mask: Array, cut: Cut) -> Arra
     keep = mask & xp.logical_not(scores < t)
     if cut.ties == 0:
         return keep
-    tied = mask & (scores == t)
-    order = xp.cumulative_sum(xp.astype(xp.reshape(tied, (-1,)), index_dtype(xp, tied)))
-    first = xp.reshape(order <= cut.ties, tied.shape) & tied
-    return keep & xp.logical_not(first)
+    tied = xp.reshape(mask & (scores == t), (-1,))
+    return keep & xp.logical_not(xp.reshape(_first(xp, tied, cut.ties), mask.shape))
+
+
+def _first(xp: Namespace, flags: Array, n: int) -> Array:
+    """The first ``n`` ``True`` entries of the 1-D boolean ``flags`` (the tied entries a
+    cut prunes, in C order)."""
+    order = xp.cumulative_sum(xp.astype(flags, index_dtype(xp, flags)))
+    return flags & (order <= n)
 
 
 def kth_smallest(xp: Namespace, x: Array, k: int) -> float:
@@ -343,9 +348,7 @@ class _Selection:
             return replace(cut, mask=above)
         keep = xp.logical_not(band.values < cut.threshold)
         if cut.ties:
-            tied = band.values == cut.threshold
-            order = xp.cumulative_sum(xp.astype(tied, index_dtype(xp, tied)))
-            keep = keep & xp.logical_not(tied & (order <= cut.ties))
+            keep = keep & xp.logical_not(_first(xp, band.values == cut.threshold, cut.ties))
         mask = _set_true(xp, above, band.positions[keep])
         return cut if mask is None else replace(cut, mask=mask)
 

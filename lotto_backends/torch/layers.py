@@ -59,8 +59,7 @@ class TorchParameterHandle:
             param.copy_(value)
         mask = self.get_mask()
         if mask is not None:
-            zero_pruned(param, mask)
-            mark_clean(self.layer, self.name, param)
+            self.set_mask(mask)
 
     def get_mask(self) -> torch.Tensor | None:
         return self.layer._buffers.get(self.key + "_mask")
