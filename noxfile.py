@@ -14,7 +14,6 @@ nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-TORCH = "torch==2.13.0"
 BENCHMARKS = ["bench_global_prune.py", "bench_torch_train_step.py", "bench_torch_sparse_inference.py"]
 JAX_ENV = {
     "JAX_PLATFORMS": "cpu",
@@ -39,7 +38,7 @@ def tests_core(session: nox.Session) -> None:
 @nox.session(name="tests-torch")
 def tests_torch(session: nox.Session) -> None:
     """The core suite on torch tensors, and the PyTorch tests."""
-    session.install(TORCH, "-e", ".[torch,test]")
+    session.install("torch==2.13.0", "-e", ".[torch,test]")
     session.run(
         "pytest",
         "tests/core",
@@ -80,6 +79,6 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """The benchmarks, each against its baseline in the same run (not a test)."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "bench"), "-e", ".[torch]")
+    session.install(*nox.project.dependency_groups(PYPROJECT, "bench"), "-e", ".[torch]")  # torch==2.13.0
     for script in BENCHMARKS:
         session.run("python", f"bench/{script}", *session.posargs)
