@@ -165,9 +165,9 @@ def test_too_few_comparable_scores_is_an_error(xp, device):
 
 @given(
     x=hnp.arrays(
-        np.float64,
+        np.float32,  # drawn as float32: casting a tiny float64 underflows differently in JAX
         st.integers(1, 3000),
-        elements=st.integers(-20, 20).map(float) | st.floats(-1e6, 1e6, allow_subnormal=False),
+        elements=st.integers(-20, 20).map(float) | st.floats(-1e6, 1e6, width=32, allow_subnormal=False),
     ),
     data=st.data(),
 )
@@ -175,7 +175,7 @@ def test_kth_smallest_matches_sorting(xp, device, monkeypatch, x, data):
     monkeypatch.setattr(selection, "_SORT_SIZE", 32)
     k = data.draw(st.integers(0, x.size - 1))
     arr = xp.asarray(x, dtype=xp.float32, device=device)
-    assert kth_smallest(xp, arr, k) == float(np.sort(x.astype(np.float32))[k])
+    assert kth_smallest(xp, arr, k) == float(np.sort(x)[k])
 
 
 def test_float64_weights_are_selected_in_float64(xp, device):
