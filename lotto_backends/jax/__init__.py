@@ -1,0 +1,53 @@
+"""Lotto for JAX: prunable twins of the Flax NNX layers, ``make_prunable`` for a whole
+model, ``sparsify`` and ``to_scipy`` for the result, a functional pytree API for any JAX
+library (``lotto_backends.jax.pytree``), and the core's prune groups and ``Pruner``.
+
+Examples
+--------
+>>> import jax.numpy as jnp
+>>> from flax import nnx
+>>> from lotto_backends.jax import MagnitudePruneGroup, PrunableLinear, Pruner
+>>> m = nnx.Sequential(PrunableLinear(8, 4, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(4, 2, rngs=nnx.Rngs(1)))
+>>> pruner = Pruner([MagnitudePruneGroup([m.layers[0]], 0.5)])
+>>> pruner.prune_and_rewind()
+>>> int(m.layers[0].kernel_mask[...].sum()), int((m.layers[0].kernel[...] == 0).sum())
+(16, 16)
+"""
+
+from lotto_core import (
+    LayerwiseMagnitudePruneGroup,
+    MagnitudePruneGroup,
+    PruneGroup,
+    Pruner,
+    RandomPruneGroup,
+    SparsityReport,
+)
+
+from . import layers
+from .convert import make_prunable
+from .layers import *  # noqa: F403  (the Prunable* classes)
+from .layers import PRUNABLE_TYPES, JaxParameterHandle, Mask, PrunableModule, RewindPoint
+from .sparse import SparseLinear, SparseStored, SparseWeight, sparsify, to_scipy
+
+__all__ = [
+    "PRUNABLE_TYPES",
+    "JaxParameterHandle",
+    "LayerwiseMagnitudePruneGroup",
+    "MagnitudePruneGroup",
+    "Mask",
+    "PrunableModule",
+    "PruneGroup",
+    "Pruner",
+    "RandomPruneGroup",
+    "RewindPoint",
+    "SparseLinear",
+    "SparseStored",
+    "SparseWeight",
+    "SparsityReport",
+    "make_prunable",
+    "sparsify",
+    "to_scipy",
+    *(cls.__name__ for cls in PRUNABLE_TYPES.values()),
+]
+
+del layers

@@ -1,0 +1,207 @@
+"""Prunable twins of the Flax NNX layers with trainable weights.
+
+``PrunableX`` is a subclass of ``nnx.X`` that takes exactly ``X``'s constructor
+arguments, or one built ``X`` to adopt (sharing its variables). Next to each prunable
+weight ``<name>`` it keeps a boolean ``<name>_mask`` (a :class:`Mask` variable), and next
+to every parameter a ``<name>_rewind`` copy (a :class:`RewindPoint` variable); both live
+on the module that owns the parameter (``cell.ii.kernel_mask`` for an LSTM cell). Neither
+is an ``nnx.Param``, so ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` never trains them,
+while ``nnx.state``/``nnx.split``/``nnx.merge`` carry them like any other state.
+
+Which weights are prunable (biases never are):
+
+===============================================  =========================================
+layer                                            prunable parameters
+===============================================  =========================================
+Linear, LinearGeneral, Einsum, Conv,             ``kernel``
+ConvTranspose
+Embed                                            ``embedding``
+MultiHeadAttention                               ``query``, ``key``, ``value`` and ``out``
+                                                 kernels
+LSTMCell, OptimizedLSTMCell, GRUCell,            every ``kernel`` of the cell
+SimpleCell
+BatchNorm, LayerNorm, RMSNorm, GroupNorm,        ``scale``, when the layer has one
+InstanceNorm
+===============================================  =========================================
+
+Pruned weights hold exactly 0.0; during a call their gradient is zero, so the usual
+optimizers keep them there (see ``lotto_backends.jax._masking``).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ._masking import Mask, RewindPoint, masked_weights
+
+__all__ = ["PRUNABLE_TYPES", "JaxParameterHandle", "Mask", "PrunableModule", "RewindPoint"]
+
+
+def _zero_pruned(value: jax.Array, mask: jax.Array) -> jax.Array:
+    return jnp.where(mask, value, jnp.zeros((), value.dtype))
+
+
+class JaxParameterHandle:
+    """The core's ``ParameterHandle`` over one parameter of a prunable NNX layer."""
+
+    def __init__(self, owner: nnx.Module, name: str) -> None:
+        self.owner = owner
+        self.name = name
+
+    @property
+    def variable(self) -> nnx.Param[jax.Array]:
+        variable: nnx.Param[jax.Array] = getattr(self.owner, self.name)
+        return variable
+
+    def _mask_variable(self) -> Mask | None:
+        mask: Mask | None = getattr(self.owner, self.name + "_mask", None)
+        return mask
+
+    def get_value(self) -> jax.Array:
+        return self.variable.get_value()
+
+    def set_value(self, value: jax.Array) -> None:
+        mask = self.get_mask()
+        self.variable.set_value(value if mask is None else _zero_pruned(value, mask))
+
+    def get_mask(self) -> jax.Array | None:
+        mask = self._mask_variable()
+        return None if mask is None else mask.get_value()
+
+    def set_mask(self, mask: jax.Array) -> None:
+        variable = self._mask_variable()
+        if variable is None:
+            raise ValueError(f"parameter {self.name!r} of {type(self.owner).__name__} is not prunable")
+        value = _zero_pruned(self.get_value(), mask)
+        variable.set_value(mask)
+        self.variable.set_value(value)
+
+    def get_rewind_point(self) -> jax.Array:
+        point: RewindPoint = getattr(self.owner, self.name + "_rewind")
+        return point.get_value()
+
+    def set_rewind_point(self, value: jax.Array) -> None:
+        point: RewindPoint = getattr(self.owner, self.name + "_rewind")
+        point.set_value(value)
+
+    def __repr__(self) -> str:
+        return f"JaxParameterHandle({type(self.owner).__name__}, {self.name!r})"
+
+
+def _parameters(layer: nnx.Module) -> Iterator[tuple[str, nnx.Module, str]]:
+    """``(dotted path, owning module, attribute name)`` of every ``nnx.Param`` of the
+    layer, in NNX's (sorted) traversal order."""
+    for path, node in nnx.iter_graph(layer):
+        if isinstance(node, nnx.Param):
+            owner = layer
+            for key in path[:-1]:
+                owner = owner[key] if isinstance(key, int) else getattr(owner, key)
+            yield ".".join(str(key) for key in path), owner, str(path[-1])
+
+
+class PrunableModule(nnx.Module):
+    """What every ``PrunableX`` adds to its ``X``: mask and rewind variables, the masked
+    call, and the core's ``parameter_handles()``."""
+
+    _lotto_prunable: frozenset[str]
+    _lotto_base: type[nnx.Module]
+
+    def _lotto_setup(self) -> None:
+        for _, owner, name in list(_parameters(self)):
+            value = getattr(owner, name).get_value()
+            if name in self._lotto_prunable:
+                setattr(owner, name + "_mask", Mask(jnp.ones(value.shape, dtype=bool, device=value.sharding)))
+            setattr(owner, name + "_rewind", RewindPoint(jnp.copy(value)))
+
+    def _lotto_masked_pairs(self) -> list[tuple[nnx.Variable[Any], Mask]]:
+        return [
+            (getattr(owner, name), getattr(owner, name + "_mask"))
+            for _, owner, name in _parameters(self)
+            if isinstance(getattr(owner, name + "_mask", None), Mask)
+        ]
+
+    def parameter_handles(self) -> Mapping[str, JaxParameterHandle]:
+        """Every parameter of the layer (submodules' too, by dotted path); the prunable
+        ones have a mask."""
+        return {path: JaxParameterHandle(owner, name) for path, owner, name in _parameters(self)}
+
+
+def _masked(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: PrunableModule, *args: Any, **kwargs: Any) -> Any:
+        with masked_weights(self._lotto_masked_pairs()):
+            return method(self, *args, **kwargs)
+
+    return call
+
+
+def _adopt(self: nnx.Module, built: nnx.Module) -> None:
+    """Make ``self`` a twin of ``built``: the same variables, submodules and settings."""
+    for key, value in vars(built).items():
+        if not key.startswith("_pytree__"):
+            setattr(self, key, value)
+
+
+def _prunable_class(base: type[nnx.Module], prunable: frozenset[str], methods: tuple[str, ...]) -> type[PrunableModule]:
+    signature = inspect.signature(base)
+
+    @functools.wraps(base.__init__)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if len(args) == 1 and not kwargs and isinstance(args[0], base):
+            _adopt(self, args[0])
+        else:
+            base.__init__(self, *args, **kwargs)
+        self._lotto_setup()
+
+    __init__.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *signature.parameters.values()]
+    )
+    name = "Prunable" + base.__name__
+    namespace: dict[str, Any] = {
+        "__init__": __init__,
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": f"A prunable :class:`flax.nnx.{base.__name__}`: the same constructor arguments, "
+        f"or one built ``{base.__name__}`` to adopt. See :mod:`lotto_backends.jax.layers`.",
+        "_lotto_prunable": prunable,
+        "_lotto_base": base,
+    }
+    namespace.update({method: _masked(getattr(base, method)) for method in methods})
+    return type(name, (base, PrunableModule), namespace)
+
+
+_KERNEL = frozenset({"kernel"})
+_SCALE = frozenset({"scale"})
+_SPECS: dict[type[nnx.Module], tuple[frozenset[str], tuple[str, ...]]] = {
+    nnx.Linear: (_KERNEL, ("__call__",)),
+    nnx.LinearGeneral: (_KERNEL, ("__call__",)),
+    nnx.Einsum: (_KERNEL, ("__call__",)),
+    nnx.Conv: (_KERNEL, ("__call__",)),
+    nnx.ConvTranspose: (_KERNEL, ("__call__",)),
+    nnx.Embed: (frozenset({"embedding"}), ("__call__", "attend")),
+    nnx.MultiHeadAttention: (_KERNEL, ("__call__",)),
+    nnx.LSTMCell: (_KERNEL, ("__call__",)),
+    nnx.OptimizedLSTMCell: (_KERNEL, ("__call__",)),
+    nnx.GRUCell: (_KERNEL, ("__call__",)),
+    nnx.SimpleCell: (_KERNEL, ("__call__",)),
+    nnx.BatchNorm: (_SCALE, ("__call__",)),
+    nnx.LayerNorm: (_SCALE, ("__call__",)),
+    nnx.RMSNorm: (_SCALE, ("__call__",)),
+    nnx.GroupNorm: (_SCALE, ("__call__",)),
+    nnx.InstanceNorm: (_SCALE, ("__call__",)),
+}
+
+PRUNABLE_TYPES: dict[type[nnx.Module], type[PrunableModule]] = {
+    base: _prunable_class(base, prunable, methods) for base, (prunable, methods) in _SPECS.items()
+}
+"""Each supported NNX layer type and its prunable twin."""
+
+globals().update({cls.__name__: cls for cls in PRUNABLE_TYPES.values()})
+__all__ += sorted(cls.__name__ for cls in PRUNABLE_TYPES.values())
