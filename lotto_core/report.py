@@ -25,6 +25,7 @@ class ParameterSparsity:
 
     @property
     def label(self) -> str:
+        """Where the parameter sits: its group, its layer's index and type, its name."""
         return f"groups[{self.group}].layers[{self.layer}] ({self.layer_type}).{self.name}"
 
 
@@ -37,10 +38,12 @@ class SparsityReport:
 
     @property
     def kept(self) -> int:
+        """Number of prunable weights that remain, over every group."""
         return sum(p.kept for p in self.parameters)
 
     @property
     def total(self) -> int:
+        """Number of prunable weights, over every group."""
         return sum(p.total for p in self.parameters)
 
     @property

@@ -63,6 +63,7 @@ class CSRComponents:
 
     @property
     def nnz(self) -> int:
+        """Number of stored entries: the kept weights."""
         return int(self.data.shape[0])
 
 

@@ -150,7 +150,9 @@ def _adopt(self: nnx.Module, built: nnx.Module) -> None:
 
 
 def _prunable_class(base: type[nnx.Module], prunable: frozenset[str], methods: tuple[str, ...]) -> type[PrunableModule]:
-    signature = inspect.signature(base)
+    # NNX's metaclass hides a class's own signature behind ``(*args, **kwargs)``: take
+    # ``__init__``'s, and give the class that same signature without ``self``
+    signature = inspect.signature(base.__init__)
 
     @functools.wraps(base.__init__)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -160,9 +162,7 @@ def _prunable_class(base: type[nnx.Module], prunable: frozenset[str], methods: t
             base.__init__(self, *args, **kwargs)
         self._lotto_setup()
 
-    __init__.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *signature.parameters.values()]
-    )
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
     name = "Prunable" + base.__name__
     namespace: dict[str, Any] = {
         "__init__": __init__,
@@ -172,6 +172,7 @@ def _prunable_class(base: type[nnx.Module], prunable: frozenset[str], methods: t
         f"or one built ``{base.__name__}`` to adopt. See :mod:`lotto_backends.jax.layers`.",
         "_lotto_prunable": prunable,
         "_lotto_base": base,
+        "__signature__": signature.replace(parameters=list(signature.parameters.values())[1:]),
     }
     namespace.update({method: _masked(getattr(base, method)) for method in methods})
     return type(name, (base, PrunableModule), namespace)
