@@ -1,8 +1,9 @@
-"""Lotto's sessions: tests on every backend, lint, typecheck, and the benchmarks.
+"""Lotto's sessions: tests on every backend, lint, typecheck, the docs, and the benchmarks.
 
-``nox`` with no arguments runs the tests on every backend, lint and typecheck; that is
-the command CI runs (``.ci/run``). PyTorch is always installed as ``torch==2.13.0``: an
-unpinned ``torch`` pulls a multi-GB CUDA build.
+``nox`` with no arguments runs the tests on every backend, lint, typecheck and the docs
+build (which executes the pages' examples); that is the command CI runs (``.ci/run``).
+PyTorch is always installed as ``torch==2.13.0``: an unpinned ``torch`` pulls a
+multi-GB CUDA build.
 """
 
 from __future__ import annotations
@@ -37,13 +38,15 @@ def tests_core(session: nox.Session) -> None:
 
 @nox.session(name="tests-torch")
 def tests_torch(session: nox.Session) -> None:
-    """The core suite on torch tensors, and the PyTorch tests."""
-    session.install("torch==2.13.0", "-e", ".[torch,test]")
+    """The core suite on torch tensors, the PyTorch tests, and the ``lotto`` program's tests."""
+    session.install("torch==2.13.0", "-e", ".[torch,test,experiment]")
     session.run(
         "pytest",
         "tests/core",
         "tests/torch",
+        "tests/experiment",
         "lotto_backends/torch",
+        "lotto_backends/experiment",
         *session.posargs,
         env={"LOTTO_NAMESPACES": "torch"},
     )
@@ -51,11 +54,14 @@ def tests_torch(session: nox.Session) -> None:
 
 @nox.session(name="tests-jax")
 def tests_jax(session: nox.Session) -> None:
-    """The core suite on JAX arrays (fewer Hypothesis examples: JAX compiles each shape)."""
-    session.install("-e", ".[jax,test]")
+    """The core suite on JAX arrays (fewer Hypothesis examples: JAX compiles each shape),
+    and the JAX tests; torch too, for the test that compares masks across backends."""
+    session.install("torch==2.13.0", "-e", ".[jax,test]")
     session.run(
         "pytest",
         "tests/core",
+        "tests/jax",
+        "lotto_backends/jax",
         *session.posargs,
         env={"LOTTO_NAMESPACES": "jax", "LOTTO_HYPOTHESIS_PROFILE": "jax", **JAX_ENV},
     )
@@ -74,6 +80,22 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on lotto_core."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "typecheck"))
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, warnings as errors; every build runs the pages' code cells."""
+    session.install("torch==2.13.0", "-e", ".[torch,jax,docs]")
+    # -E: read every page afresh, so that every code cell runs again on every build
+    session.run("sphinx-build", "-E", "-T", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session(default=False)
+def demo(session: nox.Session) -> None:
+    """The lottery-ticket experiment: ``lotto`` with the options given after ``--``
+    (none: the quick default run; ``-- --preset paper``: the paper's protocol)."""
+    session.install("torch==2.13.0", "-e", ".[torch,experiment]")
+    session.run("lotto", *session.posargs)
 
 
 @nox.session(default=False)

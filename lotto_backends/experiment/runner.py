@@ -1,0 +1,351 @@
+"""The lottery-ticket experiment, backend-neutral: iterative magnitude pruning with its two
+controls, round by round, resumable after every round.
+
+Per seed, round 0 trains the dense model (setting the rewind point after
+``rewind_step`` steps: late rewinding). Each later round
+
+1. prunes the ticket by magnitude (hidden layers at ``rate``, the output layer at
+   ``rate / 2``) and rewinds it, and prunes the *random-pruning* control by the same
+   per-group rates at random (``RandomPruneGroup``: the same counts) and rewinds it;
+2. trains the ticket, a *random re-initialization* (the ticket's masks on a freshly
+   drawn model), and the random-pruning control, each with a fresh Adam and the same
+   batches, and evaluates them;
+3. checks that the three have exactly the same number of weights left in each group,
+   and writes the whole state (models, pruners, round, results so far) atomically.
+
+With late rewinding, the ticket and the random-pruning control train the rest of the
+schedule from step ``rewind_step``; the re-initialization, a new start, trains all of it.
+
+Every random draw comes from a seed derived from (seed, purpose, round), never from a
+global generator, and each round starts a fresh optimizer: the state after a round is
+everything the next round depends on, so a killed run that is started again continues
+from its last finished round and ends with exactly the results of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import io
+import pathlib
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from lotto_core import MagnitudePruneGroup, Pruner, RandomPruneGroup
+
+from .atomic import remove_stale_temporaries, write_atomic, write_bytes_atomic
+from .backend import Backend
+from .data import Dataset
+from .training import Schedule, TrainResult, train
+
+__all__ = ["ResumeError", "Settings", "check_settings", "derive_seed", "run", "state_path"]
+
+STATE_FORMAT = "lotto.experiment/1"
+RUNS = ("ticket", "reinit", "random")
+"""The three networks of a round: the winning ticket, its random re-initialization, and
+random pruning at the same sparsity."""
+
+_INIT, _TRAIN, _REINIT, _RANDOM_PRUNE = range(4)
+
+
+class ResumeError(RuntimeError):
+    """A state file in the output folder that this run cannot continue from."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that decides an experiment's results (the output folder does not)."""
+
+    backend: str
+    dataset: str
+    model: str
+    rounds: int
+    rate: float
+    rewind_step: int
+    seed: int
+    seeds: int
+    epochs: int
+    batch_size: int
+    lr: float
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds run, one full experiment each: ``seed, seed + 1, ...``."""
+        return list(range(self.seed, self.seed + self.seeds))
+
+    def schedule(self, dataset: Dataset) -> Schedule:
+        return Schedule(self.epochs, self.batch_size, self.lr, len(dataset.y_train))
+
+    def identity(self, seed: int, dataset: Dataset) -> dict[str, Any]:
+        """What a state file must have been written with to be continued: every setting
+        but the number of rounds and seeds, this seed, and the data's fingerprint."""
+        fields = asdict(self)
+        del fields["rounds"], fields["seeds"]
+        return {**fields, "seed": seed, "data": dataset.fingerprint}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_settings(settings: Settings, dataset: Dataset) -> None:
+    """Checks that need the data: the late-rewinding step must fall inside one training.
+
+    Raises
+    ------
+    ValueError
+        Naming the option and the allowed range.
+    """
+    steps = settings.schedule(dataset).steps
+    if settings.rewind_step >= steps:
+        raise ValueError(
+            f"--rewind-step must be below the {steps} steps of one training "
+            f"({settings.epochs} epochs of {settings.schedule(dataset).steps_per_epoch}), got {settings.rewind_step}"
+        )
+
+
+def derive_seed(seed: int, purpose: int, round_: int = 0) -> int:
+    """An independent 32-bit seed for one purpose (init, batches, re-init, random
+    pruning) of one round of one seed's experiment."""
+    return int(np.random.SeedSequence(seed, spawn_key=(purpose, round_)).generate_state(1)[0])
+
+
+def state_path(out: pathlib.Path, seed: int, backend: Backend) -> pathlib.Path:
+    """Where the resumable state of ``seed`` lives in the output folder."""
+    return out / f"state_seed{seed}{backend.suffix}"
+
+
+class Reporter:
+    """What the loop tells a person; the command line shows it with progress bars."""
+
+    def begin(self, label: str, epochs: int) -> None:
+        """A round of ``epochs`` training epochs in all starts."""
+
+    def epoch(self) -> None:
+        """One training epoch finished."""
+
+    def end(self, seed: int, record: Mapping[str, Any]) -> None:
+        """A round finished and its state is written."""
+
+    def resumed(self, seed: int, finished: int, path: pathlib.Path) -> None:
+        """A seed continues from ``path``, where rounds 0 .. ``finished`` are done."""
+
+
+def run(
+    settings: Settings, dataset: Dataset, backend: Backend, out: pathlib.Path, reporter: Reporter | None = None
+) -> dict[int, dict[str, Any]]:
+    """Run (or continue) every seed's experiment into ``out``; for each seed, its round
+    records and the sparse model's sizes, with the sparse model written to ``out``.
+
+    Raises
+    ------
+    ResumeError
+        Before any training, if a state file in ``out`` is unreadable or was written by
+        other settings.
+    """
+    reporter = reporter or Reporter()
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    outcome: dict[int, dict[str, Any]] = {}
+    with backend.session():
+        states = {seed: _load_state(settings, seed, dataset, backend, out) for seed in settings.seed_list}
+        arrays = backend.arrays(dataset)
+        for seed in settings.seed_list:
+            experiment = _SeedExperiment(settings, seed, dataset, backend, arrays, out, reporter)
+            records = experiment.run(states.pop(seed))
+            sparse, sparse_bytes, dense_bytes = backend.sparsify(experiment.ticket)
+            path = out / f"sparse_model_seed{seed}{backend.suffix}"
+            buffer = io.BytesIO()
+            backend.dump(sparse, buffer)
+            write_bytes_atomic(path, buffer.getvalue())
+            outcome[seed] = {
+                "records": records,
+                "sparse_model": {
+                    "file": path.name,
+                    "file_bytes": path.stat().st_size,
+                    "sparse_bytes": sparse_bytes,
+                    "dense_bytes": dense_bytes,
+                },
+            }
+    return outcome
+
+
+def _load_state(
+    settings: Settings, seed: int, dataset: Dataset, backend: Backend, out: pathlib.Path
+) -> dict[str, Any] | None:
+    path = state_path(out, seed, backend)
+    if not path.exists():
+        return None
+    advice = f"use another --out, or delete {path} to start this seed over"
+    try:
+        with path.open("rb") as file:
+            state = backend.load(file)
+    except Exception as error:
+        raise ResumeError(f"cannot read the saved state {path} ({error}); {advice}") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ResumeError(f"{path} is not a state file of this program; {advice}")
+    saved, wanted = state["identity"], settings.identity(seed, dataset)
+    if saved != wanted:
+        changed = ", ".join(
+            f"{k} {saved.get(k)!r} there, {wanted.get(k)!r} now" for k in wanted if saved.get(k) != wanted[k]
+        )
+        raise ResumeError(f"{path} was written with other settings ({changed}); {advice}")
+    if state["round"] > settings.rounds:
+        raise ResumeError(
+            f"{path} has {state['round']} rounds finished, more than --rounds {settings.rounds}; {advice}"
+        )
+    return state
+
+
+def _pruner(backend: Backend, model: Any, rate: float, random_seed: int | None = None) -> Pruner:
+    """Hidden layers at ``rate`` and the output layer at ``rate / 2``, by magnitude, or at
+    random with the same rates when ``random_seed`` is given."""
+
+    def group(layers: list[Any], p: float) -> MagnitudePruneGroup | RandomPruneGroup:
+        return MagnitudePruneGroup(layers, p) if random_seed is None else RandomPruneGroup(layers, p, seed=random_seed)
+
+    *hidden, output = backend.prunable_layers(model)
+    return Pruner(([group(hidden, rate)] if hidden else []) + [group([output], rate / 2)])
+
+
+def _kept(pruner: Pruner) -> list[int]:
+    """Kept weights per group."""
+    kept = [0] * len(pruner.groups)
+    for row in pruner.report().parameters:
+        kept[row.group] += row.kept
+    return kept
+
+
+def _figures(pruner: Pruner, result: TrainResult) -> dict[str, Any]:
+    report = pruner.report()
+    return {"kept": report.kept, "total": report.total, "remaining": report.remaining, **result.to_dict()}
+
+
+class _SeedExperiment:
+    """One seed's rounds: the ticket and random-pruning networks with their pruners."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        seed: int,
+        dataset: Dataset,
+        backend: Backend,
+        arrays: Any,
+        out: pathlib.Path,
+        reporter: Reporter,
+    ) -> None:
+        self.settings, self.seed, self.dataset, self.backend = settings, seed, dataset, backend
+        self.arrays, self.reporter = arrays, reporter
+        self.path = state_path(out, seed, backend)
+        self.schedule = settings.schedule(dataset)
+        self.ticket, self.ticket_pruner = self._build(derive_seed(seed, _INIT))
+        self.random: Any = None
+        self.random_pruner: Pruner | None = None
+
+    def _build(self, seed: int) -> tuple[Any, Pruner]:
+        s, d = self.settings, self.dataset
+        model = self.backend.build(s.model, d.n_features, d.n_classes, seed)
+        pruner = _pruner(self.backend, model, s.rate)
+        pruner.set_rewind_point()  # the rewind point is the initialization just drawn
+        return model, pruner
+
+    def _train(self, model: Any, round_: int, start_step: int, after_step: Callable[[int], None] | None = None) -> Any:
+        return train(
+            self.backend,
+            model,
+            self.arrays,
+            self.schedule,
+            seed=derive_seed(self.seed, _TRAIN, round_),
+            start_step=start_step,
+            after_step=after_step,
+            after_epoch=self.reporter.epoch,
+        )
+
+    def run(self, state: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """Every round not yet in ``state``; the records of all rounds."""
+        if state is None:
+            records = [self._dense_round()]
+            self._save(records)
+            self.reporter.end(self.seed, records[-1])
+        else:
+            records = self._restore(state)
+        for round_ in range(len(records), self.settings.rounds + 1):
+            records.append(self._round(round_))
+            self._save(records)
+            self.reporter.end(self.seed, records[-1])
+        return records
+
+    def _dense_round(self) -> dict[str, Any]:
+        self.reporter.begin(f"seed {self.seed} round 0/{self.settings.rounds}", self.settings.epochs)
+        k = self.settings.rewind_step
+
+        def late_rewind(step: int) -> None:
+            if step == k:
+                self.ticket_pruner.set_rewind_point()
+
+        result = self._train(self.ticket, 0, 0, late_rewind if k else None)
+        self.random = self.backend.copy(self.ticket)  # the same rewind point as the ticket
+        self.random_pruner = _pruner(
+            self.backend, self.random, self.settings.rate, derive_seed(self.seed, _RANDOM_PRUNE)
+        )
+        return {"round": 0, "ticket": _figures(self.ticket_pruner, result), "reinit": None, "random": None}
+
+    def _round(self, round_: int) -> dict[str, Any]:
+        assert self.random_pruner is not None
+        s = self.settings
+        self.reporter.begin(f"seed {self.seed} round {round_}/{s.rounds}", 3 * s.epochs)
+        self.ticket_pruner.prune_and_rewind()
+        self.random_pruner.prune_and_rewind()
+        ticket = self._train(self.ticket, round_, s.rewind_step)
+        reinit, reinit_pruner = self._reinit(round_)
+        reinit_result = self._train(reinit, round_, 0)
+        random = self._train(self.random, round_, s.rewind_step)
+        kept = {
+            "ticket": _kept(self.ticket_pruner),
+            "reinit": _kept(reinit_pruner),
+            "random": _kept(self.random_pruner),
+        }
+        if len({tuple(k) for k in kept.values()}) != 1:
+            raise RuntimeError(f"round {round_}: the controls' sparsity differs from the ticket's: {kept}")
+        return {
+            "round": round_,
+            "ticket": _figures(self.ticket_pruner, ticket),
+            "reinit": _figures(reinit_pruner, reinit_result),
+            "random": _figures(self.random_pruner, random),
+        }
+
+    def _reinit(self, round_: int) -> tuple[Any, Pruner]:
+        """The ticket's masks on a fresh initialization drawn for this round."""
+        model, pruner = self._build(derive_seed(self.seed, _REINIT, round_))
+        state, own = self.ticket_pruner.state_dict(), pruner.state_dict()
+        for group, own_group in zip(state["groups"], own["groups"], strict=True):
+            for layer, own_layer in zip(group["layers"], own_group["layers"], strict=True):
+                layer["rewind"] = own_layer["rewind"]
+        pruner.load_state_dict(state)
+        pruner.rewind()
+        return model, pruner
+
+    def _save(self, records: list[dict[str, Any]]) -> None:
+        assert self.random_pruner is not None
+        state = {
+            "format": STATE_FORMAT,
+            "identity": self.settings.identity(self.seed, self.dataset),
+            "round": records[-1]["round"],
+            "records": records,
+            "ticket": {"model": self.backend.model_state(self.ticket), "pruner": self.ticket_pruner.state_dict()},
+            "random": {"model": self.backend.model_state(self.random), "pruner": self.random_pruner.state_dict()},
+        }
+        write_atomic(self.path, lambda file: self.backend.dump(state, file))
+
+    def _restore(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+        self.backend.load_model_state(self.ticket, state["ticket"]["model"])
+        self.ticket_pruner.load_state_dict(state["ticket"]["pruner"])
+        self.random = self.backend.copy(self.ticket)
+        self.random_pruner = _pruner(
+            self.backend, self.random, self.settings.rate, derive_seed(self.seed, _RANDOM_PRUNE)
+        )
+        self.backend.load_model_state(self.random, state["random"]["model"])
+        self.random_pruner.load_state_dict(state["random"]["pruner"])
+        records: list[dict[str, Any]] = state["records"]
+        self.reporter.resumed(self.seed, records[-1]["round"], self.path)
+        return records

@@ -1,0 +1,154 @@
+"""The experiment on PyTorch, through Lotto's public torch API: models of
+``PrunableLinear`` / ``PrunableConv1d`` layers, Adam, cross-entropy, ``torch.save``, and
+``sparsify`` for the final ticket.
+
+Runs use the CPU with one thread (restored afterwards): the networks are small enough
+that one thread is as fast as two, and the CPU kernels then give the same bits on every
+run on a machine, whatever its number of cores. (``torch.use_deterministic_algorithms``
+would add nothing on the CPU here, and it imports the compiler stack: 3 s at start.)
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lotto_backends.torch import PrunableConv1d, PrunableLinear, PrunableModule, sparsify
+
+from . import models
+from .data import Dataset
+
+__all__ = ["BACKEND", "TorchBackend"]
+
+_EVAL_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class TorchArrays:
+    """The dataset's splits as tensors."""
+
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+class TorchBackend:
+    """The :class:`~lotto_backends.experiment.backend.Backend` for PyTorch."""
+
+    name = "torch"
+    suffix = ".pt"
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
+    def arrays(self, dataset: Dataset) -> TorchArrays:
+        splits = {
+            name: (torch.from_numpy(x), torch.from_numpy(y))
+            for name, x, y in (
+                ("train", dataset.x_train, dataset.y_train),
+                ("val", dataset.x_val, dataset.y_val),
+                ("test", dataset.x_test, dataset.y_test),
+            )
+        }
+        return TorchArrays(splits)
+
+    def build(self, model: str, n_features: int, n_classes: int, seed: int) -> nn.Sequential:
+        with torch.random.fork_rng(devices=[]):  # the layers' own default init must not move the global RNG
+            net = _lenet(n_features, n_classes) if model == "lenet" else _cnn(n_features, n_classes)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for layer in self.prunable_layers(net):
+                nn.init.xavier_normal_(layer.weight, generator=generator)
+                nn.init.zeros_(layer.bias)
+        return net
+
+    def prunable_layers(self, model: nn.Module) -> Sequence[PrunableModule]:
+        return [m for m in model.modules() if isinstance(m, PrunableModule)]
+
+    def copy(self, model: nn.Module) -> nn.Module:
+        return copy.deepcopy(model)
+
+    def optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.Adam(model.parameters(), lr=lr)
+
+    def train_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, arrays: TorchArrays, index: np.ndarray
+    ) -> None:
+        x, y = arrays.splits["train"]
+        batch = torch.from_numpy(index)
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+        optimizer.step()
+
+    def evaluate(self, model: nn.Module, arrays: TorchArrays, split: str) -> tuple[float, float]:
+        x, y = arrays.splits[split]
+        model.eval()
+        loss, correct = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(y), _EVAL_CHUNK):
+                logits = model(x[start : start + _EVAL_CHUNK])
+                target = y[start : start + _EVAL_CHUNK]
+                loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
+                correct += int((logits.argmax(dim=1) == target).sum())
+        return loss / len(y), correct / len(y)
+
+    def model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return model.state_dict()
+
+    def load_model_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        model.load_state_dict(state)
+
+    def dump(self, obj: Any, file: IO[bytes]) -> None:
+        torch.save(obj, file)
+
+    def load(self, file: IO[bytes]) -> Any:
+        return torch.load(file, weights_only=True)
+
+    def sparsify(self, model: nn.Module) -> tuple[nn.Module, int, int]:
+        sparse = sparsify(model)
+        dense_bytes = sum(_nbytes(p) for p in model.parameters())
+        return sparse, sum(_nbytes(t) for t in sparse.state_dict().values()), dense_bytes
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    """Bytes of a tensor's stored values (and indices, for a sparse CSR tensor)."""
+    if t.layout == torch.sparse_csr:
+        return sum(_nbytes(part) for part in (t.values(), t.crow_indices(), t.col_indices()))
+    return t.numel() * t.element_size()
+
+
+def _lenet(n_features: int, n_classes: int) -> nn.Sequential:
+    sizes = [n_features, *models.LENET_HIDDEN]
+    layers: list[nn.Module] = []
+    for n_in, n_out in itertools.pairwise(sizes):
+        layers += [PrunableLinear(n_in, n_out), nn.ReLU()]
+    return nn.Sequential(*layers, PrunableLinear(sizes[-1], n_classes))
+
+
+def _cnn(n_features: int, n_classes: int) -> nn.Sequential:
+    lengths = models.cnn_lengths(n_features)
+    layers: list[nn.Module] = [nn.Unflatten(1, (1, n_features))]
+    channels = 1
+    for kernel in models.CNN_KERNELS:
+        layers += [
+            PrunableConv1d(channels, models.CNN_CHANNELS, kernel, stride=models.CNN_STRIDE, padding=models.CNN_PADDING),
+            nn.ReLU(),
+        ]
+        channels = models.CNN_CHANNELS
+    return nn.Sequential(*layers, nn.Flatten(), PrunableLinear(channels * lengths[-1], n_classes))
+
+
+BACKEND = TorchBackend()
