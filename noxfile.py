@@ -15,7 +15,13 @@ nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-BENCHMARKS = ["bench_global_prune.py", "bench_torch_train_step.py", "bench_torch_sparse_inference.py"]
+BENCHMARKS = [
+    "bench_global_prune.py",
+    "bench_torch_train_step.py",
+    "bench_torch_sparse_inference.py",
+    "bench_jax_global_prune.py",
+    "bench_jax_train_step.py",
+]
 JAX_ENV = {
     "JAX_PLATFORMS": "cpu",
     # two host devices, so that the device fixture hands out a non-default one
@@ -47,6 +53,7 @@ def tests_torch(session: nox.Session) -> None:
         "tests/experiment",
         "lotto_backends/torch",
         "lotto_backends/experiment",
+        "--ignore=lotto_backends/experiment/jax_backend.py",  # needs jax: tests-jax collects it
         *session.posargs,
         env={"LOTTO_NAMESPACES": "torch"},
     )
@@ -55,15 +62,32 @@ def tests_torch(session: nox.Session) -> None:
 @nox.session(name="tests-jax")
 def tests_jax(session: nox.Session) -> None:
     """The core suite on JAX arrays (fewer Hypothesis examples: JAX compiles each shape),
-    and the JAX tests; torch too, for the test that compares masks across backends."""
-    session.install("torch==2.13.0", "-e", ".[jax,test]")
+    and the JAX tests, the ``lotto`` program's JAX backend among them; torch too, for the
+    tests that compare with the torch backend."""
+    session.install("torch==2.13.0", "-e", ".[jax,test,experiment]")
     session.run(
         "pytest",
         "tests/core",
         "tests/jax",
         "lotto_backends/jax",
+        "lotto_backends/experiment/jax_backend.py",
         *session.posargs,
         env={"LOTTO_NAMESPACES": "jax", "LOTTO_HYPOTHESIS_PROFILE": "jax", **JAX_ENV},
+    )
+    # sharded weights, on 4 simulated devices: XLA fixes the device count when a process
+    # starts, so these run in a pytest process of their own (and fail, not skip, without 4)
+    session.run(
+        "pytest",
+        "tests/jax_sharded",
+        *session.posargs,
+        env={
+            "LOTTO_NAMESPACES": "jax",
+            "LOTTO_HYPOTHESIS_PROFILE": "jax",
+            "LOTTO_REQUIRE_4_DEVICES": "1",
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        },
+        success_codes=[0, 5] if session.posargs else [0],  # 5: a -k filter left nothing here
     )
 
 
@@ -93,14 +117,15 @@ def docs(session: nox.Session) -> None:
 @nox.session(default=False)
 def demo(session: nox.Session) -> None:
     """The lottery-ticket experiment: ``lotto`` with the options given after ``--``
-    (none: the quick default run; ``-- --preset paper``: the paper's protocol)."""
-    session.install("torch==2.13.0", "-e", ".[torch,experiment]")
+    (none: the quick default run; ``-- --preset paper``: the paper's protocol; ``-- --backend
+    jax``: on JAX)."""
+    session.install("torch==2.13.0", "-e", ".[torch,jax,experiment]")
     session.run("lotto", *session.posargs)
 
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """The benchmarks, each against its baseline in the same run (not a test)."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "bench"), "-e", ".[torch]")  # torch==2.13.0
+    session.install(*nox.project.dependency_groups(PYPROJECT, "bench"), "-e", ".[torch,jax]")  # torch==2.13.0
     for script in BENCHMARKS:
         session.run("python", f"bench/{script}", *session.posargs)

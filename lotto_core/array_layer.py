@@ -55,7 +55,8 @@ class ArrayParameter:
         elif is_writeable_array(self.value):
             self.value[xp.logical_not(mask)] = 0
         else:
-            self.value = xp.where(mask, self.value, xp.zeros_like(self.value))
+            # a scalar zero: no zero array the size of the weight (nor a device to place it on)
+            self.value = xp.where(mask, self.value, 0.0)
         self.mask = mask
 
     def get_rewind_point(self) -> Array:

@@ -7,6 +7,7 @@ group at once. Scores are float32 or float64 on the weight's device.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -49,9 +50,9 @@ class MagnitudeScores(ScoreSource):
     """``|w|``: magnitude pruning (Han et al. 2015; Frankle & Carbin 2019). A kept weight
     that is exactly 0 has the lowest possible score, so it goes first."""
 
-    def __init__(self, weight: Array) -> None:
-        super().__init__(weight)
-        self._flat = self.xp.reshape(weight, (-1,))
+    @functools.cached_property
+    def _flat(self) -> Array:
+        return self.xp.reshape(self.weight, (-1,))
 
     def flat(self, start: int, stop: int) -> Array:
         return _as_float_scores(self.xp, self.xp.abs(self._flat[start:stop]))
@@ -74,8 +75,14 @@ class RandomScores(ScoreSource):
         self.key = key
         self._scores: Array | None = None
 
+    def host_values(self) -> np.ndarray:
+        """The scores in host memory, in the weight's shape (a native planner places them
+        on the device itself)."""
+        values: np.ndarray = np.random.default_rng(list(self.key)).random(self.size, dtype=np.float32)
+        return values.reshape(tuple(self.weight.shape))
+
     def flat(self, start: int, stop: int) -> Array:
         if self._scores is None:
-            values = np.random.default_rng(list(self.key)).random(self.size, dtype=np.float32)
+            values = np.reshape(self.host_values(), (-1,))
             self._scores = self.xp.asarray(values, device=device(self.weight))
         return self._scores[start:stop]

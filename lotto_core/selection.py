@@ -34,7 +34,7 @@ from ._array_api import Array, Namespace, array_namespace, count_true, index_dty
 from .rate import prune_count
 from .scores import ScoreSource
 
-__all__ = ["Cut", "apply_cut", "kth_smallest", "plan_cuts"]
+__all__ = ["Cut", "Planner", "apply_cut", "kth_smallest", "plan_cuts", "plan_cuts_portable", "register_native_planner"]
 
 _SAMPLE_SIZE = 1 << 18
 _SORT_SIZE = 1 << 12
@@ -353,9 +353,27 @@ class _Selection:
         return cut if mask is None else replace(cut, mask=mask)
 
 
+Planner = Callable[[Sequence[ScoreSource], Sequence[Array], float], list[Cut]]
+"""``(sources, masks, p) -> cuts``: the signature of ``plan_cuts``."""
+
+_NATIVE_PLANNERS: list[tuple[Callable[[Array], bool], Planner]] = []
+
+
+def register_native_planner(accepts: Callable[[Array], bool], planner: Planner) -> None:
+    """Let an adapter select with its framework's own kernels (a native fast path, as in
+    einops' backends: the core never names a framework). ``plan_cuts`` hands a group to
+    the first ``planner`` whose ``accepts`` takes the group's first mask; the planner
+    must return exactly the cuts that ``plan_cuts_portable`` defines."""
+    _NATIVE_PLANNERS.append((accepts, planner))
+
+
 def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[Array], p: float) -> list[Cut]:
     """Decide, without writing anything, which kept entries of a group one round at rate
     ``p`` prunes: exactly ``prune_count(p, kept)`` of them, with one shared threshold.
+
+    A native planner registered for the masks' arrays runs it (``lotto_backends.jax``
+    registers jit-compiled counting passes for JAX arrays); any other array goes to
+    ``plan_cuts_portable``.
 
     Parameters
     ----------
@@ -371,6 +389,15 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[Array], p: float) 
     list of Cut
         One per parameter; ``apply_cut`` turns each into the new mask.
     """
+    for accepts, planner in _NATIVE_PLANNERS:
+        if accepts(masks[0]):
+            return planner(sources, masks, p)
+    return plan_cuts_portable(sources, masks, p)
+
+
+def plan_cuts_portable(sources: Sequence[ScoreSource], masks: Sequence[Array], p: float) -> list[Cut]:
+    """``plan_cuts`` in the Array API standard alone: the selection of this module's
+    docstring, on any namespace and device."""
     xp = array_namespace(*masks)
     kept = [count_true(xp, m) for m in masks]
     k = prune_count(p, sum(kept))

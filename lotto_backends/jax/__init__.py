@@ -23,7 +23,7 @@ from lotto_core import (
     SparsityReport,
 )
 
-from . import layers
+from . import _select, layers  # _select: the core's groups select on JAX arrays with jit-compiled passes
 from .convert import make_prunable
 from .layers import *  # noqa: F403  (the Prunable* classes)
 from .layers import PRUNABLE_TYPES, JaxParameterHandle, Mask, PrunableModule, RewindPoint
@@ -50,4 +50,4 @@ __all__ = [
     *(cls.__name__ for cls in PRUNABLE_TYPES.values()),
 ]
 
-del layers
+del _select, layers

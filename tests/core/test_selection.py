@@ -186,3 +186,20 @@ def test_float64_weights_are_selected_in_float64(xp, device):
     MagnitudePruneGroup(layers, 0.5).prune()
     assert masks(layers)[0].tolist() == [False, True, False, True]
     assert host(layers[0].params["w"].value).dtype == np.float64
+
+
+def test_a_native_planner_takes_the_groups_it_accepts(monkeypatch):
+    calls = []
+
+    def planner(sources, masks, p):
+        calls.append(len(masks))
+        return selection.plan_cuts_portable(sources, masks, p)
+
+    monkeypatch.setattr(selection, "_NATIVE_PLANNERS", [])
+    selection.register_native_planner(lambda mask: mask.shape == (10,), planner)
+    accepted = layers_of(np, None, [np.arange(10.0)])
+    MagnitudePruneGroup(accepted, 0.3).prune()
+    assert calls == [1]
+    assert int(np.sum(accepted[0].params["w"].mask)) == 7
+    MagnitudePruneGroup(layers_of(np, None, [np.arange(12.0)]), 0.3).prune()  # not accepted: portable
+    assert calls == [1]

@@ -1,0 +1,155 @@
+"""Global magnitude pruning of JAX arrays: 8 weights of 2048x2048 (33.5M values) at p=0.2 on CPU.
+
+The core's ``MagnitudePruneGroup`` over ``ArrayLayer``s of JAX arrays and over the NNX
+``PrunableLinear`` layers, and the pytree API (``lotto_backends.jax.pytree.prune``),
+against one jitted elementwise pass over the same values (``jnp.abs(w) > t``, all 8
+arrays in one call) measured in the same run. Target (issue 4): the core's prune within
+10x that pass. Importing ``lotto_backends.jax`` registers its jit-compiled selection
+with the core (same masks); the core's portable selection, one eager op at a time with
+``nonzero`` band extraction, is timed too, as the reference it replaces.
+
+A prune also writes new float32 weights with the pruned entries zeroed (JAX arrays are
+immutable), so a second reference is printed: one jitted pass that writes new float32
+arrays (``jnp.where(m, w, 0)``). On the CPU that write alone costs two to three times
+the boolean pass, much of it page faults on the fresh output buffers.
+
+Times are the best of ``--repeat`` runs after one untimed run that compiles.
+
+Run: ``nox -s bench`` or ``python bench/bench_jax_global_prune.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from _measure import best_time
+from flax import nnx
+
+from lotto_backends.jax import PrunableLinear, pytree
+from lotto_core import ArrayLayer, MagnitudePruneGroup, selection
+
+
+def make_weights(layers: int, size: int) -> list[jax.Array]:
+    rng = np.random.default_rng(0)
+    return [jnp.asarray(rng.standard_normal((size, size), dtype=np.float32)) for _ in range(layers)]
+
+
+def array_layer_method(weights: list[jax.Array], p: float) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(setup, prune) for the core's group over fresh ArrayLayers of the weights."""
+    layers: list[ArrayLayer] = []
+
+    def setup() -> None:
+        layers.clear()
+        layers.extend(ArrayLayer({"weight": w}) for w in weights)
+
+    def prune() -> None:
+        MagnitudePruneGroup(layers, p).prune()
+        jax.block_until_ready([layer["weight"] for layer in layers])
+
+    return setup, prune
+
+
+def nnx_method(weights: list[jax.Array], p: float) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(setup, prune) for the core's group over NNX PrunableLinear layers of the weights."""
+    layers = [PrunableLinear(*w.shape, use_bias=False, rngs=nnx.Rngs(0)) for w in weights]
+    ones = [layer.kernel_mask.get_value() for layer in layers]
+
+    def setup() -> None:
+        for layer, w, mask in zip(layers, weights, ones, strict=True):
+            layer.kernel.set_value(w)
+            layer.kernel_mask.set_value(mask)
+
+    def prune() -> None:
+        MagnitudePruneGroup(layers, p).prune()
+        jax.block_until_ready([layer.kernel.get_value() for layer in layers])
+
+    return setup, prune
+
+
+def portable(method: Callable[[], None]) -> Callable[[], None]:
+    """``method`` with the native planners set aside: the core's portable selection."""
+
+    def run() -> None:
+        saved = selection._NATIVE_PLANNERS[:]
+        selection._NATIVE_PLANNERS.clear()
+        try:
+            method()
+        finally:
+            selection._NATIVE_PLANNERS.extend(saved)
+
+    return run
+
+
+def pytree_method(weights: list[jax.Array], p: float) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(setup, prune) for pytree.prune over a dict of the weights."""
+    params = {f"layer{i}": {"kernel": w} for i, w in enumerate(weights)}
+    masks = pytree.init_masks(params)
+    groups = [pytree.MagnitudeGroup("*kernel", p)]
+
+    def prune() -> None:
+        jax.block_until_ready(pytree.prune(params, masks, groups))
+
+    return lambda: None, prune
+
+
+def timed(setup: Callable[[], None], fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """(best time, first-call time including compilation)."""
+    setup()
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    return best_time(fn, repeat=repeat, setup=setup), first
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--p", type=float, default=0.2)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+
+    weights = make_weights(args.layers, args.size)
+    masks = [jnp.abs(w) > 0.25 for w in weights]
+    print(
+        f"{args.layers} weights of {args.size}x{args.size} float32 ({4 * sum(w.size for w in weights) / 1e6:.0f} MB), "
+        f"p={args.p}, jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, "
+        f"best of {args.repeat}"
+    )
+    bool_pass = jax.jit(lambda ws, t: [jnp.abs(w) > t for w in ws])
+    write_pass = jax.jit(lambda ws, ms: [jnp.where(m, w, 0) for w, m in zip(ws, ms, strict=True)])
+    t_pass, _ = timed(lambda: None, lambda: jax.block_until_ready(bool_pass(weights, 0.5)), args.repeat)
+    t_write, _ = timed(lambda: None, lambda: jax.block_until_ready(write_pass(weights, masks)), args.repeat)
+    setup, prune = array_layer_method(weights, args.p)
+    t_portable, c_portable = timed(setup, portable(prune), max(1, args.repeat // 3))
+    t_core, c_core = timed(setup, prune, args.repeat)
+    t_nnx, c_nnx = timed(*nnx_method(weights, args.p), args.repeat)
+    t_tree, c_tree = timed(*pytree_method(weights, args.p), args.repeat)
+
+    def row(label: str, t: float, first: float | None = None) -> None:
+        extra = f"   ({t / t_pass:5.1f}x the pass; first call {first:.2f} s)" if first is not None else ""
+        print(f"{label:<52}{t * 1e3:8.1f} ms{extra}")
+
+    row("elementwise pass (jnp.abs(w) > t, one jit):", t_pass)
+    row("pass writing float32 (jnp.where(m, w, 0), one jit):", t_write)
+    row("core selection, portable (no native planner):", t_portable, c_portable)
+    row("core MagnitudePruneGroup over ArrayLayer:", t_core, c_core)
+    row("core MagnitudePruneGroup over NNX PrunableLinear:", t_nnx, c_nnx)
+    row("pytree.prune:", t_tree, c_tree)
+    for label, t in (("ArrayLayer", t_core), ("NNX PrunableLinear", t_nnx), ("pytree.prune", t_tree)):
+        verdict = "met" if t / t_pass <= 10 else "missed"
+        print(f"{label + ' / elementwise pass:':<46}{t / t_pass:6.1f}x   (target <= 10x: {verdict})")
+    print(f"{'float32 write pass / elementwise pass:':<46}{t_write / t_pass:6.1f}x   (part of any prune's cost)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
