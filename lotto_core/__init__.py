@@ -11,7 +11,7 @@ from .protocol import ParameterHandle, PrunableLayer
 from .pruner import Pruner
 from .rate import prune_count
 from .report import ParameterSparsity, SparsityReport
-from .sparse import CSRComponents, csr_components, sparse_shape, to_scipy
+from .sparse import CSRComponents, csr_components, layers_to_scipy, sparse_shape, to_scipy
 
 __all__ = [
     "ArrayLayer",
@@ -27,6 +27,7 @@ __all__ = [
     "RandomPruneGroup",
     "SparsityReport",
     "csr_components",
+    "layers_to_scipy",
     "prune_count",
     "sparse_shape",
     "to_scipy",

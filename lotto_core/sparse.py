@@ -18,14 +18,16 @@ types from the same components.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
 
 from ._array_api import Array, array_namespace, device, to_numpy
+from .protocol import PrunableLayer
 
-__all__ = ["CSRComponents", "csr_components", "sparse_index_dtype", "sparse_shape", "to_scipy"]
+__all__ = ["CSRComponents", "csr_components", "layers_to_scipy", "sparse_index_dtype", "sparse_shape", "to_scipy"]
 
 _INT32_MAX = 2**31 - 1
 
@@ -117,3 +119,19 @@ def to_scipy(weight: Array, mask: Array, *, allow_device_copy: bool = False) -> 
     indices = to_numpy(parts.indices, allow_device_copy=allow_device_copy)
     indptr = to_numpy(parts.indptr, allow_device_copy=allow_device_copy)
     return scipy.sparse.csr_array((data, indices, indptr), shape=parts.shape)
+
+
+def layers_to_scipy(
+    named_layers: Iterable[tuple[str, PrunableLayer]], *, allow_device_copy: bool = False
+) -> dict[str, scipy.sparse.csr_array]:
+    """``{"<layer name>.<parameter name>": csr_array}`` for every prunable parameter of
+    the named layers (a layer named ``""`` gives the parameter name alone): what each
+    backend's ``to_scipy(model)`` returns for the layers it finds in a model."""
+    out = {}
+    for prefix, layer in named_layers:
+        for name, handle in layer.parameter_handles().items():
+            mask = handle.get_mask()
+            if mask is not None:
+                key = f"{prefix}.{name}" if prefix else name
+                out[key] = to_scipy(handle.get_value(), mask, allow_device_copy=allow_device_copy)
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flax import nnx
 
+from ._graph import replace_layers
 from .layers import PRUNABLE_TYPES, PrunableModule
 
 __all__ = ["make_prunable"]
@@ -27,40 +28,14 @@ def make_prunable(model: nnx.Module) -> nnx.Module:
         raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
     twin = _twin(model)
     if twin is not None:
-        return twin
-    twins: dict[int, nnx.Module] = {}
-    places: list[tuple[nnx.Module, str, nnx.Module]] = []
-    _collect(model, twins, places, set())
-    for parent, key, child in places:
-        replacement = twins[id(child)]
-        if isinstance(parent, nnx.List):
-            parent[int(key)] = replacement
-        else:
-            setattr(parent, key, replacement)
+        return twin  # a supported or already prunable layer
+    replace_layers(model, _twin)
     return model
 
 
-def _collect(
-    node: nnx.Module, twins: dict[int, nnx.Module], places: list[tuple[nnx.Module, str, nnx.Module]], seen: set[int]
-) -> None:
-    """Find, below ``node``, every supported layer and where it sits; build its twin."""
-    if id(node) in seen:
-        return
-    seen.add(id(node))
-    for key, child in list(vars(node).items()):
-        if key.startswith("_pytree__") or not isinstance(child, nnx.Module):
-            continue
-        if id(child) not in twins:
-            twin = _twin(child)
-            if twin is None:
-                _collect(child, twins, places, seen)
-                continue
-            twins[id(child)] = twin
-        places.append((node, key, child))
-
-
 def _twin(module: nnx.Module) -> nnx.Module | None:
+    """The prunable twin of a supported layer; a prunable layer stays as it is."""
     if isinstance(module, PrunableModule):
-        return None
+        return module
     cls = PRUNABLE_TYPES.get(type(module))
     return None if cls is None else cls(module)

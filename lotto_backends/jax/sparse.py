@@ -24,9 +24,9 @@ import scipy.sparse
 from flax import nnx
 from jax.experimental import sparse
 
-from lotto_core import csr_components
-from lotto_core import to_scipy as _weight_to_scipy
+from lotto_core import csr_components, layers_to_scipy
 
+from ._graph import replace_layers
 from .layers import PrunableLinear, PrunableModule
 
 __all__ = ["SparseLinear", "SparseStored", "SparseWeight", "sparsify", "to_scipy"]
@@ -133,25 +133,8 @@ def sparsify(model: nnx.Module) -> nnx.Module:
     if isinstance(model, PrunableModule):
         return _sparse(model)
     result = nnx.clone(model)
-    _replace(result, {}, set())
+    replace_layers(result, lambda layer: _sparse(layer) if isinstance(layer, PrunableModule) else None)
     return result
-
-
-def _replace(node: nnx.Module, done: dict[int, nnx.Module], seen: set[int]) -> None:
-    if id(node) in seen:
-        return
-    seen.add(id(node))
-    for key, child in list(vars(node).items()):
-        if key.startswith("_pytree__") or not isinstance(child, nnx.Module):
-            continue
-        if isinstance(child, PrunableModule):
-            replacement = done.setdefault(id(child), _sparse(child))
-            if isinstance(node, nnx.List):
-                node[int(key)] = replacement
-            else:
-                setattr(node, key, replacement)
-        else:
-            _replace(child, done, seen)
 
 
 def _sparse(layer: PrunableModule) -> nnx.Module:
@@ -164,13 +147,9 @@ def to_scipy(model: nnx.Module, *, allow_device_copy: bool = False) -> dict[str,
     raise unless ``allow_device_copy=True``."""
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
-    out = {}
-    for path, layer in nnx.iter_modules(model):
-        if isinstance(layer, PrunableModule):
-            prefix = ".".join(str(key) for key in path)
-            for name, handle in layer.parameter_handles().items():
-                mask = handle.get_mask()
-                if mask is not None:
-                    key = f"{prefix}.{name}" if prefix else name
-                    out[key] = _weight_to_scipy(handle.get_value(), mask, allow_device_copy=allow_device_copy)
-    return out
+    layers = (
+        (".".join(str(key) for key in path), layer)
+        for path, layer in nnx.iter_modules(model)
+        if isinstance(layer, PrunableModule)
+    )
+    return layers_to_scipy(layers, allow_device_copy=allow_device_copy)

@@ -25,8 +25,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from lotto_core import csr_components
-from lotto_core import to_scipy as _weight_to_scipy
+from lotto_core import csr_components, layers_to_scipy
 
 from ._masking import buffer_key, remask_if_changed
 from .layers import PrunableLinear, PrunableModule
@@ -136,12 +135,5 @@ def to_scipy(model: nn.Module, *, allow_device_copy: bool = False) -> dict[str, 
     unless ``allow_device_copy=True``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    out = {}
-    for prefix, layer in model.named_modules():
-        if isinstance(layer, PrunableModule):
-            for name, handle in layer.parameter_handles().items():
-                mask = handle.get_mask()
-                if mask is not None:
-                    key = f"{prefix}.{name}" if prefix else name
-                    out[key] = _weight_to_scipy(handle.get_value(), mask, allow_device_copy=allow_device_copy)
-    return out
+    layers = ((prefix, layer) for prefix, layer in model.named_modules() if isinstance(layer, PrunableModule))
+    return layers_to_scipy(layers, allow_device_copy=allow_device_copy)

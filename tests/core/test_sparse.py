@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from lotto_core import csr_components, sparse_shape, to_scipy
+from lotto_core import ArrayLayer, csr_components, layers_to_scipy, sparse_shape, to_scipy
 from lotto_core._array_api import is_host_array
 
 from .helpers import assert_on
@@ -64,3 +64,13 @@ def test_float16_is_widened_for_scipy():
     sp = to_scipy(np.ones((2, 2), dtype=np.float16), np.eye(2, dtype=bool))
     assert sp.dtype == np.float32
     assert sp.nnz == 2
+
+
+def test_layers_to_scipy_names_every_prunable_parameter():
+    a = ArrayLayer({"w": np.array([[1.0, 0.0], [2.0, 3.0]]), "b": np.ones(2)}, prunable=["w"])
+    b = ArrayLayer({"w": np.arange(3.0)})
+    b.params["w"].set_mask(np.array([True, False, True]))
+    matrices = layers_to_scipy([("first", a), ("", b)])
+    assert list(matrices) == ["first.w", "w"]
+    assert matrices["first.w"].nnz == 4  # the kept 0.0 is stored
+    np.testing.assert_array_equal(matrices["w"].toarray(), [[0.0, 0.0, 2.0]])

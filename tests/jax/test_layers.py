@@ -184,6 +184,14 @@ def test_make_prunable_converts_every_supported_layer_in_place() -> None:
     assert make_prunable(model).hidden[0] is converted  # already prunable: left alone
 
 
+def test_make_prunable_leaves_the_insides_of_prunable_layers_alone() -> None:
+    model = nnx.Sequential(PrunableLSTMCell(3, 4, rngs=nnx.Rngs(0)), nnx.Linear(4, 2, rngs=nnx.Rngs(1)))
+    make_prunable(model)
+    assert type(model.layers[0].ii) is nnx.Linear  # the cell's own projections, masked by the cell
+    assert type(model.layers[1]).__name__ == "PrunableLinear"
+    assert make_prunable(model.layers[0]) is model.layers[0]
+
+
 def test_make_prunable_of_a_supported_layer_returns_its_twin() -> None:
     layer = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
     twin = make_prunable(layer)
