@@ -8,9 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import pathlib
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,7 +20,6 @@ import numpy as np
 import pytest
 from jax.experimental import sparse as jsparse
 
-import lotto_backends
 from lotto_backends.experiment import runner
 from lotto_backends.experiment.backend import load_backend
 from lotto_backends.experiment.data import digits
@@ -31,9 +28,8 @@ from lotto_backends.experiment.models import cnn_lengths
 from lotto_backends.experiment.results import FIGURES
 from lotto_core import prune_count
 
-from ..experiment.helpers import run_lotto
+from ..experiment.helpers import kill_after_round_1, lotto_command, run_lotto, subprocess_env
 
-ROOT = pathlib.Path(lotto_backends.__file__).resolve().parents[1]
 RUNS = ("ticket", "reinit", "random")
 RATE = 0.5
 ROUNDS = {"lenet": 2, "cnn": 1}  # few rounds: JAX compiles for new shapes in each
@@ -311,41 +307,22 @@ def test_session_runs_on_the_cpu_and_restores_the_default_device() -> None:
 
 
 def _command(out: pathlib.Path) -> list[str]:
-    options = ["--backend", "jax", *_options("lenet")]
-    return [sys.executable, "-m", "lotto_backends.experiment", *options, "--out", str(out)]
-
-
-def _env() -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
+    return lotto_command(out, "--backend", "jax", *_options("lenet"))
 
 
 def test_killed_run_resumes_to_the_uninterrupted_results(
     tmp_path: pathlib.Path, runs: Callable[[str], dict[str, Any]]
 ) -> None:
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        _command(killed), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env()
-    )
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:  # each round's line is printed after its state is written
-            if line.startswith("seed 0 round 1/"):
-                break
-        else:
-            raise AssertionError("the run ended before finishing round 1")
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait(timeout=60)
-        process.stdout.close()
-    assert process.returncode == -signal.SIGKILL
+    kill_after_round_1(_command(killed))
     state = _load(killed / "state_seed0.npz")
     # killed mid-way, after a finished round (the next one takes seconds)
     assert state["round"] == 1 < ROUNDS["lenet"]
     assert not (killed / "results.json").exists()
 
-    done = subprocess.run(_command(killed), capture_output=True, text=True, env=_env(), timeout=300, check=False)
+    done = subprocess.run(
+        _command(killed), capture_output=True, text=True, env=subprocess_env(), timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert f"seed 0: resuming after round {state['round']}" in done.stdout
     assert "seed 0 round 0/" not in done.stdout  # finished rounds are not trained again
@@ -365,7 +342,9 @@ def test_without_jax_the_backend_says_what_to_install(tmp_path: pathlib.Path) ->
         "from lotto_backends.experiment.cli import main;"
         f"main(['--backend', 'jax', '--dataset', 'digits', '--out', {str(tmp_path / 'out')!r}])"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_env(), check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env(), check=False
+    )
     assert done.returncode == 2
     assert "--backend jax needs jax, which is not installed: pip install 'lotto[jax,experiment]'" in done.stderr
     assert not (tmp_path / "out").exists()
