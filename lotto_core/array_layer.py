@@ -59,6 +59,12 @@ class ArrayParameter:
             self.value = xp.where(mask, self.value, 0.0)
         self.mask = mask
 
+    def set_masked(self, mask: Array, value: Array) -> None:
+        """Store ``mask`` and a ``value`` that is already exactly +0.0 wherever the mask
+        is ``False`` (what a native writer computed for a whole group at once)."""
+        self.value = value
+        self.mask = mask
+
     def get_rewind_point(self) -> Array:
         return self.rewind_point
 

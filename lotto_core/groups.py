@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._array_api import Array, array_namespace
+from .commit import write_masks
 from .protocol import ParameterHandle, PrunableLayer
 from .rate import validate_rate
 from .scores import MagnitudeScores, RandomScores, ScoreSource
@@ -129,13 +130,14 @@ class PruneGroup(ABC):
 
     def _commit(self, plan: list[_Step]) -> None:
         """Write a planned round: each new mask is built from the weight as it is now."""
+        writes = []
         for step in plan:
             if step.cut.pruned:
                 weight, mask = step.handle.get_value(), step.handle.get_mask()
                 xp = array_namespace(weight)
-                new_mask = apply_cut(xp, self._scores(step.index, weight), mask, step.cut)
+                writes.append((step.handle, apply_cut(xp, self._scores(step.index, weight), mask, step.cut)))
                 del weight, mask
-                step.handle.set_mask(new_mask)
+        write_masks(writes)
         self.rounds += 1
 
     @abstractmethod

@@ -23,7 +23,7 @@ from lotto_core import (
     SparsityReport,
 )
 
-from . import _select, layers  # _select: the core's groups select on JAX arrays with jit-compiled passes
+from . import _select, _write, layers  # the core's groups select and write JAX arrays with compiled calls
 from .convert import make_prunable
 from .layers import *  # noqa: F403  (the Prunable* classes)
 from .layers import PRUNABLE_TYPES, JaxParameterHandle, Mask, PrunableModule, RewindPoint
@@ -50,4 +50,4 @@ __all__ = [
     *(cls.__name__ for cls in PRUNABLE_TYPES.values()),
 ]
 
-del _select, layers
+del _select, _write, layers

@@ -83,6 +83,14 @@ class JaxParameterHandle:
         variable.set_value(mask)
         self.variable.set_value(value)
 
+    def set_masked(self, mask: jax.Array, value: jax.Array) -> None:
+        """Store ``mask`` and a ``value`` already exactly 0 where it is ``False``."""
+        variable = self._mask_variable()
+        if variable is None:
+            raise ValueError(f"parameter {self.name!r} of {type(self.owner).__name__} is not prunable")
+        variable.set_value(mask)
+        self.variable.set_value(value)
+
     def get_rewind_point(self) -> jax.Array:
         point: RewindPoint = getattr(self.owner, self.name + "_rewind")
         return point.get_value()

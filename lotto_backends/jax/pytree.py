@@ -54,7 +54,7 @@ from lotto_core import (
 )
 from lotto_core.rate import validate_rate
 
-from . import _select  # noqa: F401  (registers the jit-compiled selection with the core)
+from . import _select, _write  # noqa: F401  (register the compiled selection and writing with the core)
 from ._optax import keep_pruned
 from ._tree import Leaf, Selector, check_selector, describe, is_concrete, is_weight, leaves, matches, path_name
 

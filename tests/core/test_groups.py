@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lotto_core import ArrayLayer, LayerwiseMagnitudePruneGroup, RandomPruneGroup, prune_count
+from lotto_core import ArrayLayer, LayerwiseMagnitudePruneGroup, MagnitudePruneGroup, RandomPruneGroup, prune_count
 
 from .helpers import assert_on, layers_of, masks, reference_prune, values
 
@@ -81,3 +81,23 @@ def test_layerwise_group_shares_the_threshold_within_a_layer(xp, device):
     LayerwiseMagnitudePruneGroup([layer], 0.5).prune()
     assert int(masks([layer], "a")[0].sum()) == 10  # 10 of the 20 go, all from "b"
     assert int(masks([layer], "b")[0].sum()) == 0
+
+
+def test_a_native_writer_gets_a_groups_new_masks_in_one_call(monkeypatch):
+    import lotto_core.commit as commit
+
+    calls = []
+
+    def writer(writes):
+        calls.append(len(writes))
+        for handle, mask in writes:
+            handle.set_mask(mask)
+
+    monkeypatch.setattr(commit, "_NATIVE_WRITERS", [])
+    commit.register_native_writer(lambda mask: mask.shape == (10,), writer)
+    layers = [ArrayLayer({"w": np.arange(10.0)}), ArrayLayer({"w": -np.arange(10.0)})]
+    MagnitudePruneGroup(layers, 0.5).prune()
+    assert calls == [2]
+    assert int(sum(np.sum(layer.params["w"].mask) for layer in layers)) == 10
+    MagnitudePruneGroup([ArrayLayer({"w": np.arange(12.0)})], 0.5).prune()  # not accepted: handle by handle
+    assert calls == [2]

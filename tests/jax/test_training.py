@@ -139,3 +139,20 @@ def test_same_masks_as_torch_over_several_rounds() -> None:
             jl.parameter_handles()["kernel"].set_value(jnp.asarray(w))
             tl.parameter_handles()["weight"].set_value(torch.from_numpy(w.T.copy()))
     assert jax_pruner.report().kept == torch_pruner.report().kept
+
+
+def test_a_round_writes_each_groups_weights_in_one_compiled_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lotto_backends.jax import _write
+
+    calls = []
+    zero_pruned = _write._zero_pruned
+    monkeypatch.setattr(
+        _write, "_zero_pruned", lambda values, masks: calls.append(len(values)) or zero_pruned(values, masks)
+    )
+    model = _Net(nnx.Rngs(0))
+    Pruner([MagnitudePruneGroup(_layers(model)[:2], 0.5), MagnitudePruneGroup(_layers(model)[2:], 0.2)]).prune()
+    assert calls == [2, 1]
+    for layer in _layers(model):
+        mask = layer.kernel_mask.get_value()
+        assert not bool(mask.all())
+        assert bool((layer.kernel.get_value()[~mask] == 0).all())
