@@ -42,7 +42,7 @@ import numpy as np
 from jax import lax
 
 from lotto_core.rate import prune_count, validate_rate
-from lotto_core.scores import MagnitudeScores, RandomScores, ScoreSource
+from lotto_core.scores import MagnitudeScores, RandomScores, ScoreSource, _as_float_scores
 from lotto_core.selection import Cut, _FloatOrder, register_native_planner
 
 __all__ = ["plan_cuts"]
@@ -51,11 +51,6 @@ _PIVOTS = 16  # counters per pass: 16 stay in registers on x86; 32 spill and run
 _SAMPLE_SIZE = 1 << 14  # sorting this many values costs about one counting pass
 _FIRST = 14  # sample pivots of the first pass; its other counters: +inf (the comparable) and the kept
 _SPAN = 2.5  # aimed pivots cover the guess +- this many standard deviations (98.8% of the time)
-
-
-def _float_scores(s: jax.Array) -> jax.Array:
-    """The core's score dtype: float32/float64 as they are, narrower floats widened."""
-    return s if s.dtype in (jnp.float32, jnp.float64) else s.astype(jnp.float32)
 
 
 def _kernel_input(source: ScoreSource) -> tuple[jax.Array, bool]:
@@ -71,7 +66,7 @@ def _kernel_input(source: ScoreSource) -> tuple[jax.Array, bool]:
 
 
 def _scores(x: jax.Array, magnitude: bool) -> jax.Array:
-    return _float_scores(jnp.abs(x) if magnitude else x)
+    return _as_float_scores(jnp, jnp.abs(x) if magnitude else x)
 
 
 def _add_up(flags: list[jax.Array]) -> jax.Array:

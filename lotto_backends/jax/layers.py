@@ -76,12 +76,7 @@ class JaxParameterHandle:
         return None if mask is None else mask.get_value()
 
     def set_mask(self, mask: jax.Array) -> None:
-        variable = self._mask_variable()
-        if variable is None:
-            raise ValueError(f"parameter {self.name!r} of {type(self.owner).__name__} is not prunable")
-        value = _zero_pruned(self.get_value(), mask)
-        variable.set_value(mask)
-        self.variable.set_value(value)
+        self.set_masked(mask, _zero_pruned(self.get_value(), mask))
 
     def set_masked(self, mask: jax.Array, value: jax.Array) -> None:
         """Store ``mask`` and a ``value`` already exactly 0 where it is ``False``."""

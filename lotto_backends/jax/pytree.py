@@ -54,9 +54,10 @@ from lotto_core import (
 )
 from lotto_core.rate import validate_rate
 
-from . import _select, _write  # noqa: F401  (register the compiled selection and writing with the core)
+from . import _select  # noqa: F401  (registers the compiled selection with the core)
 from ._optax import keep_pruned
 from ._tree import Leaf, Selector, check_selector, describe, is_concrete, is_weight, leaves, matches, path_name
+from ._write import _zero_pruned
 
 __all__ = [
     "LayerwiseMagnitudeGroup",
@@ -72,12 +73,6 @@ __all__ = [
     "report",
     "rewind",
 ]
-
-
-@jax.jit
-def _zero_pruned(values: list[jax.Array], masks: list[jax.Array]) -> list[jax.Array]:
-    """Each value with its pruned entries set to exactly 0, all in one compiled call."""
-    return [jnp.where(m, v, jnp.zeros((), v.dtype)) for v, m in zip(values, masks, strict=True)]
 
 
 def paths(params: Any) -> list[str]:
