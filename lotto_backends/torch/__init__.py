@@ -24,7 +24,7 @@ from lotto_core import (
     SparsityReport,
 )
 
-from . import layers
+from . import _select, _write, layers  # the core's groups select and write CPU tensors with fused kernels
 from .convert import make_prunable
 from .layers import *  # noqa: F403  (the Prunable* classes)
 from .layers import PRUNABLE_TYPES, PrunableModule, TorchParameterHandle
@@ -48,4 +48,4 @@ __all__ = [
     *(cls.__name__ for cls in PRUNABLE_TYPES.values()),
 ]
 
-del layers
+del _select, _write, layers

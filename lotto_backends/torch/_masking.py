@@ -29,6 +29,8 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.weak import WeakIdKeyDictionary
 
+from . import _cpu
+
 __all__ = ["buffer_key", "mark_clean", "remask", "remask_if_changed", "zero_pruned"]
 
 # parameter -> (layer that holds its mask, parameter's dotted name)
@@ -52,7 +54,10 @@ def _mask_of(layer: nn.Module, name: str) -> torch.Tensor:
 
 
 def zero_pruned(param: torch.Tensor, mask: torch.Tensor) -> None:
-    """Set the entries of ``param`` that ``mask`` prunes to exactly 0, whatever they hold."""
+    """Set the entries of ``param`` that ``mask`` prunes to exactly 0, whatever they hold:
+    on the CPU in one fused pass (``_cpu.zero_pruned``), elsewhere with torch ops."""
+    if _cpu.zero_pruned(param, mask):
+        return
     with torch.no_grad():
         param.mul_(mask.view(torch.uint8)).add_(0.0)  # adding +0.0 turns -x * 0 = -0.0 into +0.0
         if not bool(torch.isfinite(param.sum())):  # inf * 0 is NaN: redo the slow exact way

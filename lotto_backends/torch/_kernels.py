@@ -1,0 +1,96 @@
+"""Fused numba kernels for the selection and zeroing passes over CPU tensors.
+
+Each kernel makes one pass over a chunk of a parameter, through zero-copy NumPy views
+of the tensor's memory, and compiles to one vectorized loop (torch's eager CPU ops would
+run a kernel, and write a temporary, per operation). Scores are ranked by *keys*: the
+float's bits with the sign bit cleared, read as a signed integer of the same width. For
+scores >= 0 (magnitudes, uniform random numbers) the key order is the float order,
++0.0 and -0.0 share key 0, and NaN keys lie above the key of +inf, so integer
+comparisons do what the core's float comparisons do. ``mask`` is ``None`` where every
+entry is kept; numba compiles that case apart, without the mask reads.
+
+The kernels release the GIL, so a thread pool runs chunks in parallel, and are cached
+on disk after their first compilation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+
+__all__ = ["count_band", "mask_at", "split_band", "zero_pruned"]
+
+_jit = numba.njit(nogil=True, cache=True)
+
+
+@_jit
+def count_band(bits: Any, mask: Any, sign_off: Any, lo: Any, hi: Any) -> tuple[int, int]:
+    """(kept keys < ``lo``, kept keys <= ``hi``)."""
+    below = 0
+    upto = 0
+    for i in range(bits.size):
+        u = bits[i] & sign_off
+        kept = True if mask is None else mask[i]
+        below += kept & (u < lo)
+        upto += kept & (u <= hi)
+    return below, upto
+
+
+@_jit
+def split_band(
+    bits: Any, mask: Any, sign_off: Any, lo: Any, hi: Any, above: Any, flags: Any, positions: Any, keys: Any
+) -> tuple[int, int]:
+    """Sort a chunk's kept entries three ways in one pass: keys < ``lo`` are counted,
+    keys > ``hi`` are set in ``above`` (written in full), and keys in ``[lo, hi]`` go
+    to ``keys`` with their indices in ``positions`` (both at least one entry longer
+    than the chunk). ``flags`` is scratch space as long as the chunk.
+
+    Returns (kept keys < ``lo``, kept keys in the band)."""
+    below = 0
+    inside = 0
+    for i in range(bits.size):  # one vectorized loop: no branch, no data-dependent index
+        u = bits[i] & sign_off
+        kept = True if mask is None else mask[i]
+        below += kept & (u < lo)
+        above[i] = kept & (u > hi)
+        flag = kept & (u >= lo) & (u <= hi)
+        flags[i] = flag
+        inside += flag
+    if inside:  # gather the band: skip 8 clear flags at a time, copy set ones without a branch
+        n = 0
+        whole = bits.size - bits.size % 8
+        words = flags[:whole].view(np.uint64)
+        for w in range(words.size):
+            if words[w]:
+                for i in range(8 * w, 8 * w + 8):
+                    positions[n] = i
+                    keys[n] = bits[i] & sign_off
+                    n += flags[i]
+        for i in range(whole, bits.size):
+            positions[n] = i
+            keys[n] = bits[i] & sign_off
+            n += flags[i]
+    return below, inside
+
+
+@_jit
+def mask_at(bits: Any, mask: Any, sign_off: Any, t: Any, ties: int, out: Any) -> None:
+    """The mask after a cut at key ``t`` over a whole parameter: kept entries above
+    ``t`` stay, and so do those at ``t`` after the first ``ties`` of them (C order)."""
+    seen = 0
+    for i in range(bits.size):
+        u = bits[i] & sign_off
+        kept = True if mask is None else mask[i]
+        tied = kept & (u == t)
+        out[i] = kept & ((u > t) | (tied & (seen >= ties)))
+        seen += tied
+
+
+@_jit
+def zero_pruned(bits: Any, mask: Any) -> None:
+    """Clear every bit of the entries that ``mask`` prunes: exactly +0.0, whatever
+    they held (inf and NaN included)."""
+    for i in range(bits.size):
+        bits[i] = bits[i] if mask[i] else 0  # the form that LLVM vectorizes
