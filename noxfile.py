@@ -44,11 +44,13 @@ def tests_core(session: nox.Session) -> None:
 
 @nox.session(name="tests-torch")
 def tests_torch(session: nox.Session) -> None:
-    """The core suite on torch tensors, the PyTorch tests, and the ``lotto`` program's tests."""
+    """The core suite on torch tensors, the host kernels' and the PyTorch tests, and the
+    ``lotto`` program's tests."""
     session.install("torch==2.13.0", "-e", ".[torch,test,experiment]")
     session.run(
         "pytest",
         "tests/core",
+        "tests/host",
         "tests/torch",
         "tests/experiment",
         "lotto_backends/torch",

@@ -1,9 +1,13 @@
-"""Exact selection on JAX arrays with jit-compiled counting passes.
+"""Exact selection on JAX arrays: the host kernels for arrays on one CPU device, and
+jit-compiled counting passes for the rest (sharded arrays, accelerators).
 
 The rule is the core's (``lotto_core.selection``): exactly
 ``k = prune_count(p, kept)`` of a group's kept entries, one shared threshold ``t``,
 ties at ``t`` broken by parameter order and then flattened (C-order) index, kept NaN
-scores never pruned. The search differs, to suit XLA:
+scores never pruned. A group whose arrays all live whole on one CPU device goes to the
+host kernels (``lotto_backends._host``, through ``_host``), which run the core's search
+in fused numba loops over zero-copy views and rank subnormal scores as XLA does. For
+every other group the search is written to suit XLA:
 
 * the core extracts a band of scores around ``t`` with ``nonzero``; XLA computes that
   with a cumulative sum, some 80x slower than an elementwise pass on the CPU, and on a
@@ -41,9 +45,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from lotto_backends._host import pool
+from lotto_backends._host.search import FORMATS, HostParam, KeyFormat, select
 from lotto_core.rate import prune_count, validate_rate
 from lotto_core.scores import MagnitudeScores, RandomScores, ScoreSource, _as_float_scores
 from lotto_core.selection import Cut, _FloatOrder, register_native_planner
+
+from . import _host
 
 __all__ = ["plan_cuts"]
 
@@ -343,10 +351,44 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[jax.Array], p: flo
     """
     if validate_rate(p) == 0.0:
         return [_NOTHING] * len(masks)
+    group = None if pool.kernels() is None else _host_group(sources, masks)
+    if group is not None:
+        cuts = select(*group, p, _host.threads(), flush_subnormals=True)
+        written = [i for i, cut in enumerate(cuts) if cut.mask is not None]
+        adopted = _host.adopt([cuts[i].mask for i in written], like=[masks[i] for i in written])
+        for i, mask in zip(written, adopted, strict=True):
+            cuts[i] = replace(cuts[i], mask=mask)
+        return cuts
     for m in masks:
         if math.prod(m.shape) >= 2**31:
             raise ValueError(f"a parameter of shape {tuple(m.shape)} has 2**31 entries or more; the limit is int32")
     return _Search([_kernel_input(src) for src in sources], list(masks), p).run()
+
+
+def _score_keys(source: ScoreSource) -> tuple[np.ndarray, KeyFormat] | None:
+    """The keys of a source's scores and their format, where the host kernels cover
+    the source and its weight lives whole on one CPU device; else ``None``."""
+    keys = _host.key_view(source.weight)
+    if keys is None:
+        return None
+    if type(source) is MagnitudeScores:
+        fmt = _host.key_format(source.weight)
+        return None if fmt is None else (keys, fmt)
+    if type(source) is RandomScores:
+        return source.host_values().reshape(-1).view(np.int32), FORMATS["float32"]
+    return None
+
+
+def _host_group(sources: Sequence[ScoreSource], masks: Sequence[jax.Array]) -> tuple[list[HostParam], KeyFormat] | None:
+    """The group as the host kernels see it, or ``None`` where any part is not covered."""
+    params, formats = [], set()
+    for source, mask in zip(sources, masks, strict=True):
+        keys, flags = _score_keys(source), _host.bool_view(mask)
+        if keys is None or flags is None or keys[0].size != flags.size:
+            return None
+        params.append(HostParam(keys[0], flags))
+        formats.add(keys[1])
+    return (params, formats.pop()) if len(formats) == 1 else None
 
 
 register_native_planner(lambda mask: isinstance(mask, jax.Array), plan_cuts)

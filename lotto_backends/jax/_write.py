@@ -1,9 +1,11 @@
-"""Writing a group's new masks on JAX in one compiled call.
+"""Writing a group's new masks on JAX in one call.
 
 JAX arrays are immutable, so a prune writes a new zeroed copy of every weight it
-touches. One ``jnp.where`` per parameter runs them one after another; one jitted call
-over the whole group lets XLA run them in parallel (8 weights of 2048x2048 on two
-cores: about 50 ms against 17 ms). Registered with the core on import.
+touches. Where every array lives whole on one CPU device, the host kernels write them
+into fresh buffers that JAX adopts without a copy (``_host``); elsewhere one jitted call
+over the whole group lets XLA run the parameters in parallel (one ``jnp.where`` per
+parameter would run them one after another: 8 weights of 2048x2048 on two cores, about
+50 ms against 17 ms). Registered with the core on import.
 """
 
 from __future__ import annotations
@@ -16,13 +18,22 @@ import jax.numpy as jnp
 from lotto_core.commit import register_native_writer
 from lotto_core.protocol import ParameterHandle
 
-__all__ = ["write_masks"]
+from . import _host
+
+__all__ = ["write_masks", "zero_pruned"]
 
 
 @jax.jit
-def _zero_pruned(values: list[jax.Array], masks: list[jax.Array]) -> list[jax.Array]:
-    """Each value with its pruned entries set to exactly +0.0, all in one compiled call."""
+def _zero_pruned_compiled(values: list[jax.Array], masks: list[jax.Array]) -> list[jax.Array]:
     return [jnp.where(m, v, jnp.zeros((), v.dtype)) for v, m in zip(values, masks, strict=True)]
+
+
+def zero_pruned(values: list[jax.Array], masks: list[jax.Array]) -> list[jax.Array]:
+    """Each value with its pruned entries set to exactly +0.0, as new arrays: by the
+    host kernels where every array lives whole on one CPU device, else in one compiled
+    call."""
+    written = _host.zero_pruned(values, masks)
+    return _zero_pruned_compiled(values, masks) if written is None else written
 
 
 def write_masks(writes: Sequence[tuple[ParameterHandle, jax.Array]]) -> None:
@@ -32,7 +43,7 @@ def write_masks(writes: Sequence[tuple[ParameterHandle, jax.Array]]) -> None:
     batched, others = [], []
     for write in writes:
         (batched if hasattr(write[0], "set_masked") else others).append(write)
-    values = _zero_pruned([handle.get_value() for handle, _ in batched], [mask for _, mask in batched])
+    values = zero_pruned([handle.get_value() for handle, _ in batched], [mask for _, mask in batched])
     for (handle, mask), value in zip(batched, values, strict=True):
         handle.set_masked(mask, value)  # type: ignore[attr-defined]
     for handle, mask in others:

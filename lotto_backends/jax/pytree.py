@@ -57,7 +57,7 @@ from lotto_core.rate import validate_rate
 from . import _select  # noqa: F401  (registers the compiled selection with the core)
 from ._optax import keep_pruned
 from ._tree import Leaf, Selector, check_selector, describe, is_concrete, is_weight, leaves, matches, path_name
-from ._write import _zero_pruned
+from ._write import zero_pruned
 
 __all__ = [
     "LayerwiseMagnitudeGroup",
@@ -139,7 +139,7 @@ def apply_masks(params: Any, masks: Any) -> Any:
     """
     flat, treedef = leaves(params, masks)
     masked = [leaf for leaf in flat if leaf.mask is not None]
-    zeroed = iter(_zero_pruned([leaf.value for leaf in masked], [leaf.mask for leaf in masked]))
+    zeroed = iter(zero_pruned([leaf.value for leaf in masked], [leaf.mask for leaf in masked]))
     return treedef.unflatten([leaf.value if leaf.mask is None else next(zeroed) for leaf in flat])
 
 
@@ -356,7 +356,7 @@ def prune(params: Any, masks: Any, groups: Sequence[PytreeGroup], *, round_index
     Pruner(core).prune()
     values = [leaf.value for leaf in flat]
     new_masks = [leaf.mask for leaf in flat]
-    zeroed = _zero_pruned([h.value for h in handles.values()], [h.mask for h in handles.values()])
+    zeroed = zero_pruned([h.value for h in handles.values()], [h.mask for h in handles.values()])
     for (i, handle), value in zip(handles.items(), zeroed, strict=True):
         values[i], new_masks[i] = value, handle.mask
     return treedef.unflatten(values), treedef.unflatten(new_masks)

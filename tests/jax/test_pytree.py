@@ -9,7 +9,6 @@ import math
 import re
 from typing import Any
 
-import array_api_compat.numpy as np_xp
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -17,16 +16,9 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from hypothesis import given
-from hypothesis import strategies as st
 
-import lotto_backends.jax._select as select_module
 from lotto_backends.jax import pytree
-from lotto_backends.jax._select import plan_cuts
 from lotto_core import ArrayLayer, LayerwiseMagnitudePruneGroup, MagnitudePruneGroup, RandomPruneGroup
-from lotto_core.scores import MagnitudeScores
-from lotto_core.selection import apply_cut
-from lotto_core.selection import plan_cuts_portable as core_plan_cuts
 
 CORE_GROUPS = {
     pytree.MagnitudeGroup: MagnitudePruneGroup,
@@ -294,108 +286,6 @@ def test_random_group_seeds_and_rounds_differ() -> None:
     np.testing.assert_array_equal(kernel_mask(1, 0), kernel_mask(1, 0))
     assert (kernel_mask(1, 0) != kernel_mask(2, 0)).any()
     assert (kernel_mask(1, 0) != kernel_mask(1, 1)).any()
-
-
-# --- the JAX selection against the core's, on every path -------------------------------
-
-SHAPES = [(4, 6), (9,), (2, 3, 5)]
-
-
-@st.composite
-def groups(draw: st.DrawFn) -> tuple[list[np.ndarray], list[np.ndarray], float]:
-    """Values with many ties, zeros, infinities and NaN; masks with some entries pruned."""
-    n = draw(st.integers(1, 3))
-    choices = [0.0, 0.5, -0.5, 1.0, -1.0, 1.5, 2.0, -2.5, 3.0, np.inf, np.nan]
-    values, masks = [], []
-    for shape in SHAPES[:n]:
-        size = math.prod(shape)
-        values.append(
-            np.asarray(draw(st.lists(st.sampled_from(choices), min_size=size, max_size=size)), np.float32).reshape(
-                shape
-            )
-        )
-        masks.append(
-            np.asarray(draw(st.lists(st.booleans(), min_size=size, max_size=size)), bool).reshape(shape)
-            | (draw(st.booleans()))
-        )
-    return values, masks, draw(st.sampled_from([0.07, 0.2, 0.5, 0.9]))
-
-
-def _same_as_core(values: list[np.ndarray], masks: list[np.ndarray], p: float) -> None:
-    try:
-        want = core_plan_cuts([MagnitudeScores(v) for v in values], masks, p)
-    except ValueError as e:
-        with pytest.raises(ValueError, match=re.escape(str(e))):
-            plan_cuts([MagnitudeScores(jnp.asarray(v)) for v in values], [jnp.asarray(m) for m in masks], p)
-        return
-    got = plan_cuts([MagnitudeScores(jnp.asarray(v)) for v in values], [jnp.asarray(m) for m in masks], p)
-    assert got == want  # threshold, ties, tied, pruned, everything
-    for v, m, g, w in zip(values, masks, got, want, strict=True):
-        expected = apply_cut(np_xp, MagnitudeScores(v), m, w)
-        actual = np.asarray(g.mask) if g.mask is not None else (np.zeros_like(m) if g.everything else m)
-        np.testing.assert_array_equal(actual, expected)
-
-
-@given(case=groups())
-def test_selection_matches_the_core(case: tuple[list[np.ndarray], list[np.ndarray], float]) -> None:
-    _same_as_core(*case)
-
-
-@given(case=groups())
-def test_selection_matches_the_core_with_many_passes(
-    monkeypatch: pytest.MonkeyPatch, case: tuple[list[np.ndarray], list[np.ndarray], float]
-) -> None:
-    # a one-value sample places no useful pivot: every pass after the first splits keys
-    monkeypatch.setattr(select_module, "_SAMPLE_SIZE", 1)
-    _same_as_core(*case)
-
-
-def test_ties_split_inside_a_parameter_and_across_parameters() -> None:
-    # 0.5 is tied 24 times over two parameters; the cut takes some of them in each path
-    a = np.full((4, 6), 0.5, np.float32)
-    a[0, 0] = 0.25
-    b = np.full((9,), 0.5, np.float32)
-    ones = [np.ones(a.shape, bool), np.ones(b.shape, bool)]
-    for p in (0.2, 0.5, 0.9):
-        _same_as_core([a, b], ones, p)
-    masks = [np.ones(a.shape, bool), np.arange(9) % 2 == 0]
-    _same_as_core([a, b], masks, 0.4)
-
-
-def test_pivots_never_subnormal(monkeypatch: pytest.MonkeyPatch) -> None:
-    # the threshold is 0 and the bracket closes in on it from below: a subnormal pivot
-    # would count like 0 under XLA and end the search on a negative subnormal threshold
-    monkeypatch.setattr(select_module, "_SAMPLE_SIZE", 1)
-    v = np.asarray([0.0, 0.0, 0.0, 1.0, 2.0, 3.0], np.float32)
-    for p in (0.3, 0.5):
-        _same_as_core([v], [np.ones(6, bool)], p)
-
-
-def test_subnormal_scores_count_as_zero_like_xla() -> None:
-    # XLA compares subnormals as 0: they tie with 0 (in C order), never split by a subnormal pivot
-    v = np.asarray([3.0, 1e-40, 0.0, 2e-39, 1.0, 2.0], np.float32)
-    group = MagnitudePruneGroup([ArrayLayer({"w": jnp.asarray(v)})], 0.5)
-    group.prune()
-    np.testing.assert_array_equal(np.asarray(group.layers[0].params["w"].mask), [True, False, False, False, True, True])
-
-
-def test_the_core_groups_select_jax_arrays_natively(monkeypatch: pytest.MonkeyPatch) -> None:
-    runs = []
-    run = select_module._Search.run
-    monkeypatch.setattr(select_module._Search, "run", lambda self: runs.append(1) or run(self))
-    values = plain_params(3)
-    kernels = [values["a"]["kernel"], values["b"]["kernel"]]
-    portable = [ArrayLayer({"w": np.array(k)}) for k in kernels]
-    native = [ArrayLayer({"w": k}) for k in kernels]
-    for _ in range(2):
-        MagnitudePruneGroup(portable, 0.3).prune()
-        assert not runs
-        MagnitudePruneGroup(native, 0.3).prune()
-        assert runs
-        runs.clear()
-    for c, f in zip(portable, native, strict=True):
-        np.testing.assert_array_equal(c.params["w"].mask, np.asarray(f.params["w"].mask))
-        np.testing.assert_array_equal(c["w"], np.asarray(f["w"]))
 
 
 # --- bad input ----------------------------------------------------------------------------

@@ -15,7 +15,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import lotto_backends.torch._cpu as cpu
+import lotto_backends._host.pool as pool
+import lotto_backends._host.search as search_module
+import lotto_backends.torch._cpu as torch_cpu
 import lotto_backends.torch._select as select_module
 from lotto_backends.torch import PrunableLinear
 from lotto_backends.torch._select import plan_cuts
@@ -70,7 +72,7 @@ def assert_same_as_portable(weights: list[torch.Tensor], masks: list[torch.Tenso
 
 @given(case=groups())
 def test_selection_matches_the_core(case: tuple[list[torch.Tensor], list[torch.Tensor], float]) -> None:
-    assert select_module._params(_sources(case[0]), case[1]) is not None  # the kernels take it
+    assert select_module._host_group(_sources(case[0]), case[1]) is not None  # the kernels take it
     assert_same_as_portable(*case)
 
 
@@ -79,28 +81,28 @@ def test_selection_matches_the_core_in_small_chunks_and_bands(
     monkeypatch: pytest.MonkeyPatch, case: tuple[list[torch.Tensor], list[torch.Tensor], float]
 ) -> None:
     # chunks of 5 entries, a band budget of 2 and a sample of 4: every path runs, on threads
-    monkeypatch.setattr(cpu, "CHUNK", 5)
-    monkeypatch.setattr(select_module, "_MIN_BAND", 2)
-    monkeypatch.setattr(select_module, "_SAMPLE_SIZE", 4)
+    monkeypatch.setattr(pool, "CHUNK", 5)
+    monkeypatch.setattr(search_module, "_MIN_BAND", 2)
+    monkeypatch.setattr(search_module, "_SAMPLE_SIZE", 4)
     assert_same_as_portable(*case)
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     calls: list[int] = []
-    method = getattr(select_module._Search, name)
+    method = getattr(search_module._Search, name)
 
     def spied(self, *args):  # type: ignore[no-untyped-def]
         calls.append(1)
         return method(self, *args)
 
-    monkeypatch.setattr(select_module._Search, name, spied)
+    monkeypatch.setattr(search_module._Search, name, spied)
     return calls
 
 
 def test_a_threshold_tied_across_parameters_is_cut_in_c_order(monkeypatch: pytest.MonkeyPatch) -> None:
     # 0.5 is tied 32 times over two parameters: no band fits, so the bracket is
     # bisected down to the single key and the ties are split by one pass per parameter
-    monkeypatch.setattr(select_module, "_MIN_BAND", 4)
+    monkeypatch.setattr(search_module, "_MIN_BAND", 4)
     at_one_key = _spy(monkeypatch, "cuts_at")
     a = torch.full((4, 6), 0.5)
     a[0, 0] = 0.25
@@ -126,7 +128,7 @@ def test_a_sample_that_misses_the_threshold_costs_a_pass_not_exactness(
         "far below": (keys[5], keys[10]),
         "just below": (keys[k - 10], keys[k - 2]),
     }[miss]
-    monkeypatch.setattr(select_module._Search, "bracket", lambda self: tuple(np.int32(k) for k in wrong))
+    monkeypatch.setattr(search_module._Search, "bracket", lambda self: tuple(np.int32(k) for k in wrong))
     passes = _spy(monkeypatch, "split")
     assert_same_as_portable(weights, [torch.ones(300, dtype=torch.bool)] * 3, 0.3)
     assert len(passes) == 2
@@ -140,7 +142,7 @@ def test_only_comparable_scores_are_pruned() -> None:
 
 def test_large_gaussian_group_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     # the benchmark's case at a smaller size: several chunks per parameter, one pass
-    monkeypatch.setattr(cpu, "CHUNK", 1 << 14)
+    monkeypatch.setattr(pool, "CHUNK", 1 << 14)
     passes = _spy(monkeypatch, "split")
     gen = torch.Generator().manual_seed(0)
     weights = [torch.randn(256, 512, generator=gen) for _ in range(3)]
@@ -161,7 +163,7 @@ def test_random_scores_select_like_the_portable_selection() -> None:
 
 
 def test_one_thread_gives_the_same_masks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cpu, "CHUNK", 64)
+    monkeypatch.setattr(pool, "CHUNK", 64)
     weights = [torch.randn(30, 20), torch.randn(50)]
     masks = [torch.ones(30, 20, dtype=torch.bool), torch.rand(50) < 0.5]
     threads = torch.get_num_threads()
@@ -211,7 +213,7 @@ def test_groups_outside_the_kernels_take_the_portable_selection(monkeypatch: pyt
     weights = [torch.randn(12, 10), torch.randn(15)]
     sources: list = _sources(weights)
     if case == "numba missing":
-        monkeypatch.setattr(cpu, "kernels", lambda: None)
+        monkeypatch.setattr(pool, "kernels", lambda: None)
     elif case == "non-contiguous weight":
         weights[0] = torch.randn(10, 12).T
         sources = _sources(weights)
@@ -239,7 +241,7 @@ def test_zeroing_writes_plus_zero_and_keeps_kept_bits(dtype: torch.dtype) -> Non
     w = torch.tensor([-1.5, math.inf, math.nan, -0.0, 2.0, -math.inf, 3.0, math.nan], dtype=dtype)
     mask = torch.tensor([False, False, False, True, True, True, False, True])
     before, version = w.clone(), w._version
-    assert cpu.zero_pruned(w, mask)
+    assert torch_cpu.zero_pruned(w, mask)
     bits, old = w.view(torch.int8), before.view(torch.int8)
     width = w.element_size()
     for i, kept in enumerate(mask.tolist()):
@@ -250,9 +252,9 @@ def test_zeroing_writes_plus_zero_and_keeps_kept_bits(dtype: torch.dtype) -> Non
 
 def test_zeroing_outside_the_fast_path_is_left_to_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     w, mask = torch.randn(6, 4).T, torch.ones(4, 6, dtype=torch.bool)
-    assert not cpu.zero_pruned(w, mask)  # not contiguous
-    monkeypatch.setattr(cpu, "kernels", lambda: None)
-    assert not cpu.zero_pruned(torch.randn(5), torch.ones(5, dtype=torch.bool))
+    assert not torch_cpu.zero_pruned(w, mask)  # not contiguous
+    monkeypatch.setattr(pool, "kernels", lambda: None)
+    assert not torch_cpu.zero_pruned(torch.randn(5), torch.ones(5, dtype=torch.bool))
     layer = PrunableLinear(4, 3)
     layer.parameter_handles()["weight"].set_mask(torch.rand(3, 4) < 0.5)
     assert torch.equal(layer.weight.detach() == 0, ~layer.weight_mask | (layer.weight.detach() == 0))

@@ -1,0 +1,74 @@
+"""Running the kernels: loading them, cutting parameters into chunks, a thread pool,
+and buffers the kernels write.
+
+numba is imported the first time a kernel is needed, not with the adapters; without
+numba, ``kernels()`` is ``None`` and the adapters take their framework's own path, which
+gives the same results.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
+from typing import Any, TypeVar
+
+import numpy as np
+
+__all__ = ["CHUNK", "aligned_empty", "chunks", "kernels", "map_chunks", "scratch"]
+
+CHUNK = 1 << 20  # entries per task: big enough to hide the pool's overhead, small enough to share out
+T = TypeVar("T")
+_ALIGN = 64  # XLA's CPU client adopts a NumPy buffer without a copy when it is this aligned
+_LOCAL = threading.local()
+
+
+@functools.cache
+def kernels() -> ModuleType | None:
+    """The compiled kernels, or ``None`` where numba cannot be imported."""
+    try:
+        return importlib.import_module("lotto_backends._host.kernels")
+    except ImportError:
+        return None
+
+
+def chunks(size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each chunk of ``size`` flat entries."""
+    return [(start, min(start + CHUNK, size)) for start in range(0, size, CHUNK)]
+
+
+@functools.cache
+def _pool(pid: int, threads: int) -> ThreadPoolExecutor:
+    """One pool per process (a forked child inherits its parent's pool without the
+    threads) and thread count."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="lotto-host")
+
+
+def map_chunks(fn: Callable[..., T], tasks: Sequence[tuple[Any, ...]], threads: int) -> list[T]:
+    """``fn(*task)`` for every task, in order, on up to ``threads`` threads (inline for
+    one task or one thread)."""
+    threads = min(threads, len(tasks))
+    if threads <= 1:
+        return [fn(*task) for task in tasks]
+    return list(_pool(os.getpid(), threads).map(lambda task: fn(*task), tasks))
+
+
+def scratch(size: int) -> np.ndarray:
+    """A bool buffer of ``size`` entries owned by the calling thread and reused by its
+    next call (a fresh one would cost a page fault per 4 KiB, every pass)."""
+    buffer: np.ndarray | None = getattr(_LOCAL, "buffer", None)
+    if buffer is None or buffer.size < size:
+        buffer = _LOCAL.buffer = np.empty(max(size, CHUNK), dtype=bool)
+    return buffer[:size]
+
+
+def aligned_empty(size: int, dtype: Any) -> np.ndarray:
+    """A new flat array of ``size`` entries whose data starts on a 64-byte boundary."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(size * itemsize + _ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start : start + size * itemsize].view(dtype)

@@ -1,0 +1,88 @@
+"""JAX arrays in host memory for the host kernels (``lotto_backends._host``).
+
+XLA has no fast stream compaction on the CPU (``nonzero`` is a cumulative sum, some 80x
+an elementwise pass), so it cannot extract a band of scores the way the core's search
+does, and its counting passes need 16 pivots and three passes to pin a threshold down.
+An array that lives whole on one CPU device is read instead through a zero-copy NumPy
+view by the host kernels; their results are fresh 64-byte aligned NumPy buffers, which
+``jax.device_put`` adopts without a copy (JAX keeps the buffer alive; nothing writes to
+it again). Sharded arrays and arrays on accelerators keep the jit-compiled path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lotto_backends._host import pool
+from lotto_backends._host.search import FORMATS, KeyFormat
+
+__all__ = ["adopt", "bool_view", "key_format", "key_view", "threads", "zero_pruned"]
+
+
+def _on_one_cpu(x: object) -> bool:
+    return (
+        isinstance(x, jax.Array)
+        and not isinstance(x, jax.core.Tracer)
+        and x.is_fully_addressable
+        and len(x.devices()) == 1
+        and next(iter(x.devices())).platform == "cpu"
+    )
+
+
+def key_format(x: jax.Array) -> KeyFormat | None:
+    """The key format of a float array's dtype, or ``None``."""
+    return FORMATS.get(jnp.dtype(x.dtype).name)
+
+
+def key_view(x: object) -> np.ndarray | None:
+    """The flat integer view of the bits of a float array that lives whole on one CPU
+    device (the kernels' keys; read-only, no copy), or ``None``."""
+    if not _on_one_cpu(x):
+        return None
+    fmt = key_format(x)  # type: ignore[arg-type]
+    return None if fmt is None else np.asarray(x).reshape(-1).view(fmt.int_dtype)
+
+
+def bool_view(x: object) -> np.ndarray | None:
+    """The flat read-only NumPy view of a boolean array on one CPU device, or ``None``."""
+    if not _on_one_cpu(x) or x.dtype != jnp.bool_:  # type: ignore[union-attr]
+        return None
+    return np.asarray(x).reshape(-1)
+
+
+def adopt(buffers: Sequence[np.ndarray], like: Sequence[jax.Array]) -> list[jax.Array]:
+    """JAX arrays over ``buffers`` (fresh aligned NumPy buffers), each with the shape,
+    dtype and device of its ``like``; no copy where XLA can adopt a buffer."""
+    shaped = [b.view(np.asarray(x).dtype).reshape(x.shape) for b, x in zip(buffers, like, strict=True)]
+    return list(jax.device_put(shaped, [x.sharding for x in like]))
+
+
+def threads() -> int:
+    """The kernels run on every CPU this process may use, as XLA's own CPU ops do."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def zero_pruned(values: Sequence[jax.Array], masks: Sequence[jax.Array]) -> list[jax.Array] | None:
+    """Each value with its pruned entries set to exactly +0.0, as new arrays written in
+    one fused pass; ``None`` (nothing done) unless the kernels cover every pair."""
+    kernels = pool.kernels()
+    keys, flags = [key_view(v) for v in values], [bool_view(m) for m in masks]
+    if (
+        kernels is None
+        or any(k is None for k in keys)
+        or any(f is None or f.size != k.size for k, f in zip(keys, flags, strict=True))
+    ):
+        return None
+    outs = [pool.aligned_empty(k.size, k.dtype) for k in keys]  # type: ignore[union-attr]
+    tasks = [(i, a, b) for i, k in enumerate(keys) for a, b in pool.chunks(k.size)]  # type: ignore[union-attr]
+
+    def run(i: int, a: int, b: int) -> None:
+        kernels.zero_into(keys[i][a:b], flags[i][a:b], outs[i][a:b])  # type: ignore[index]
+
+    pool.map_chunks(run, tasks, threads())
+    return adopt(outs, like=values)

@@ -1,0 +1,187 @@
+"""The JAX selection against the core's, on both of its paths: the host kernels for
+arrays that live whole on one CPU device, and the jit-compiled counting passes (forced
+here by hiding numba; they also serve sharded arrays and accelerators). Exactness in
+every path of each search, with their constants shrunk; the writer on both paths."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import array_api_compat.numpy as np_xp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lotto_backends._host.pool as pool
+import lotto_backends._host.search as host_search
+import lotto_backends.jax._select as select_module
+from lotto_backends.jax._select import plan_cuts
+from lotto_backends.jax._write import zero_pruned
+from lotto_core import ArrayLayer, MagnitudePruneGroup, RandomPruneGroup
+from lotto_core.scores import MagnitudeScores
+from lotto_core.selection import apply_cut
+from lotto_core.selection import plan_cuts_portable as core_plan_cuts
+
+SHAPES = [(4, 6), (9,), (2, 3, 5)]
+PATHS = ["host", "xla"]
+
+
+@pytest.fixture(params=PATHS)
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which search runs: ``xla`` hides numba, so the jit-compiled passes do."""
+    if request.param == "xla":
+        monkeypatch.setattr(pool, "kernels", lambda: None)
+    return str(request.param)
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[int]:
+    runs: list[int] = []
+    run = cls.run
+    monkeypatch.setattr(cls, "run", lambda self: runs.append(1) or run(self))
+    return runs
+
+
+@st.composite
+def groups(draw: st.DrawFn) -> tuple[list[np.ndarray], list[np.ndarray], float]:
+    """Values with many ties, zeros, infinities and NaN; masks with some entries pruned."""
+    n = draw(st.integers(1, 3))
+    choices = [0.0, 0.5, -0.5, 1.0, -1.0, 1.5, 2.0, -2.5, 3.0, np.inf, np.nan]
+    values, masks = [], []
+    for shape in SHAPES[:n]:
+        size = math.prod(shape)
+        values.append(
+            np.asarray(draw(st.lists(st.sampled_from(choices), min_size=size, max_size=size)), np.float32).reshape(
+                shape
+            )
+        )
+        masks.append(
+            np.asarray(draw(st.lists(st.booleans(), min_size=size, max_size=size)), bool).reshape(shape)
+            | (draw(st.booleans()))
+        )
+    return values, masks, draw(st.sampled_from([0.07, 0.2, 0.5, 0.9]))
+
+
+def _same_as_core(values: list[np.ndarray], masks: list[np.ndarray], p: float) -> None:
+    try:
+        want = core_plan_cuts([MagnitudeScores(v) for v in values], masks, p)
+    except ValueError as e:
+        with pytest.raises(ValueError, match=re.escape(str(e))):
+            plan_cuts([MagnitudeScores(jnp.asarray(v)) for v in values], [jnp.asarray(m) for m in masks], p)
+        return
+    got = plan_cuts([MagnitudeScores(jnp.asarray(v)) for v in values], [jnp.asarray(m) for m in masks], p)
+    assert got == want  # threshold, ties, tied, pruned, everything
+    for v, m, g, w in zip(values, masks, got, want, strict=True):
+        expected = apply_cut(np_xp, MagnitudeScores(v), m, w)
+        actual = np.asarray(g.mask) if g.mask is not None else (np.zeros_like(m) if g.everything else m)
+        np.testing.assert_array_equal(actual, expected)
+
+
+@given(case=groups())
+def test_selection_matches_the_core(path: str, case: tuple[list[np.ndarray], list[np.ndarray], float]) -> None:
+    _same_as_core(*case)
+
+
+@given(case=groups())
+def test_selection_matches_the_core_with_many_passes(
+    path: str, monkeypatch: pytest.MonkeyPatch, case: tuple[list[np.ndarray], list[np.ndarray], float]
+) -> None:
+    # xla: a one-value sample places no useful pivot, so every pass after the first
+    # splits keys; host: chunks of 5 on threads, a band budget of 2, a sample of 4
+    monkeypatch.setattr(select_module, "_SAMPLE_SIZE", 1)
+    monkeypatch.setattr(pool, "CHUNK", 5)
+    monkeypatch.setattr(host_search, "_MIN_BAND", 2)
+    monkeypatch.setattr(host_search, "_SAMPLE_SIZE", 4)
+    _same_as_core(*case)
+
+
+def test_ties_split_inside_a_parameter_and_across_parameters(path: str) -> None:
+    # 0.5 is tied 24 times over two parameters; the cut takes some of them in each path
+    a = np.full((4, 6), 0.5, np.float32)
+    a[0, 0] = 0.25
+    b = np.full((9,), 0.5, np.float32)
+    ones = [np.ones(a.shape, bool), np.ones(b.shape, bool)]
+    for p in (0.2, 0.5, 0.9):
+        _same_as_core([a, b], ones, p)
+    masks = [np.ones(a.shape, bool), np.arange(9) % 2 == 0]
+    _same_as_core([a, b], masks, 0.4)
+
+
+def test_pivots_never_subnormal(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the threshold is 0 and the bracket closes in on it from below: a subnormal pivot
+    # would count like 0 under XLA and end the search on a negative subnormal threshold
+    monkeypatch.setattr(select_module, "_SAMPLE_SIZE", 1)
+    monkeypatch.setattr(host_search, "_SAMPLE_SIZE", 1)
+    v = np.asarray([0.0, 0.0, 0.0, 1.0, 2.0, 3.0], np.float32)
+    for p in (0.3, 0.5):
+        _same_as_core([v], [np.ones(6, bool)], p)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_subnormal_scores_count_as_zero_like_xla(path: str, dtype: jnp.dtype) -> None:
+    # XLA compares subnormals as 0: they tie with 0 (in C order), never split by a
+    # subnormal pivot; the host kernels rank them the same way for JAX arrays
+    v = np.asarray([3.0, 1e-40, 0.0, 2e-39, 1.0, 2.0], np.float32)
+    group = MagnitudePruneGroup([ArrayLayer({"w": jnp.asarray(v, dtype)})], 0.5)
+    group.prune()
+    np.testing.assert_array_equal(np.asarray(group.layers[0].params["w"].mask), [True, False, False, False, True, True])
+
+
+def test_half_precision_subnormals_are_normal_scores(path: str) -> None:
+    # float16 scores are compared as float32, where its subnormals are normal floats
+    v = np.asarray([3.0, 1e-7, 0.0, 2e-7, 1.0, 2.0], np.float16)
+    group = MagnitudePruneGroup([ArrayLayer({"w": jnp.asarray(v)})], 0.3)
+    group.prune()
+    np.testing.assert_array_equal(np.asarray(group.layers[0].params["w"].mask), [True, False, False, True, True, True])
+
+
+@pytest.mark.parametrize("group_type", [MagnitudePruneGroup, RandomPruneGroup])
+def test_the_core_groups_select_jax_arrays_natively(
+    path: str, monkeypatch: pytest.MonkeyPatch, group_type: type
+) -> None:
+    host_runs, xla_runs = _spy(monkeypatch, host_search._Search), _spy(monkeypatch, select_module._Search)
+    rng = np.random.default_rng(3)
+    kernels = [np.round(rng.standard_normal((6, 7)) * 4) / 4, rng.standard_normal((3, 4, 5))]
+    portable = [ArrayLayer({"w": k.astype(np.float32)}) for k in kernels]
+    native = [ArrayLayer({"w": jnp.asarray(k, jnp.float32)}) for k in kernels]
+    for _ in range(2):
+        group_type(portable, 0.3).prune()
+        assert (host_runs, xla_runs) == ([], [])
+        group_type(native, 0.3).prune()
+        assert (host_runs, xla_runs) == (([1], []) if path == "host" else ([], [1]))
+        host_runs.clear()
+        xla_runs.clear()
+    for c, f in zip(portable, native, strict=True):
+        np.testing.assert_array_equal(c.params["w"].mask, np.asarray(f.params["w"].mask))
+        np.testing.assert_array_equal(c["w"], np.asarray(f["w"]))
+
+
+def test_host_results_are_jax_arrays_on_the_weights_device() -> None:
+    device = jax.devices()[-1]
+    w = jax.device_put(jnp.asarray(np.random.default_rng(0).standard_normal((40, 30)), jnp.bfloat16), device)
+    layer = ArrayLayer({"w": w})
+    MagnitudePruneGroup([layer], 0.4).prune()
+    for out in (layer["w"], layer.params["w"].mask):
+        assert isinstance(out, jax.Array)
+        assert out.devices() == {device}
+    assert layer["w"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(layer["w"] == 0), ~np.asarray(layer.params["w"].mask))
+    assert int(jnp.count_nonzero(layer.params["w"].mask)) == 720
+
+
+def test_writing_zeroes_exactly_on_both_paths(path: str) -> None:
+    values = [
+        jnp.asarray([-1.5, np.inf, np.nan, -0.0, 2.0, np.nan], jnp.float32),
+        jnp.asarray([1.0, -2.0], jnp.bfloat16),
+    ]
+    masks = [jnp.asarray([False, False, False, True, True, True]), jnp.asarray([False, True])]
+    for out, value, mask in zip(zero_pruned(values, masks), values, masks, strict=True):
+        assert out.dtype == value.dtype
+        bits, old = np.asarray(out).view(np.uint8), np.asarray(value).view(np.uint8)
+        width = out.dtype.itemsize
+        for i, kept in enumerate(np.asarray(mask)):
+            part = slice(i * width, (i + 1) * width)
+            np.testing.assert_array_equal(bits[part], old[part] if kept else 0)
