@@ -22,7 +22,7 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["count_band", "mask_at", "split_band", "zero_into", "zero_pruned"]
+__all__ = ["count_band", "mask_at", "sample", "split_band", "zero_into", "zero_pruned"]
 
 _jit = numba.njit(nogil=True, cache=True)
 
@@ -31,6 +31,17 @@ _jit = numba.njit(nogil=True, cache=True)
 def _key(bits: Any, sign_off: Any, floor: Any) -> Any:
     u = bits & sign_off
     return u if u >= floor else u ^ u  # u ^ u: a zero of u's own type, so the loop stays vectorized
+
+
+@_jit
+def sample(bits: Any, mask: Any, sign_off: Any, floor: Any, inf: Any, step: int, out: Any) -> int:
+    """Every ``step``-th key that is kept and not NaN, into ``out``; returns how many."""
+    n = 0
+    for i in range(0, bits.size, step):
+        u = _key(bits[i], sign_off, floor)
+        out[n] = u
+        n += (True if mask is None else mask[i]) & (u <= inf)
+    return n
 
 
 @_jit

@@ -146,13 +146,12 @@ class _Search:
         ``_STD_MARGIN`` standard deviations of the sample's rank on either side."""
         total = sum(p.keys.size for p in self.params)
         step = max(1, total // _SAMPLE_SIZE)
-        parts = []
-        for p in self.params:
-            keys = p.keys[::step] & self.sign_off
-            keys[keys < self.floor] = 0
-            parts.append(keys if p.mask is None else keys[p.mask[::step]])
-        sample = np.concatenate(parts)
-        sample = sample[sample <= self.inf]  # drop NaN
+
+        def run(p: HostParam) -> np.ndarray:
+            out = np.empty(-(-p.keys.size // step) + 1, dtype=p.keys.dtype)
+            return out[: self.kernels.sample(p.keys, p.mask, self.sign_off, self.floor, self.inf, step, out)]
+
+        sample = np.concatenate(self.map(run, [(p,) for p in self.params]))
         n = int(sample.size)
         q = self.k / sum(self.kept)
         centre = q * n - 1.0
