@@ -29,6 +29,7 @@ _jit = numba.njit(nogil=True, cache=True)
 
 @numba.njit(inline="always")
 def _key(bits: Any, sign_off: Any, floor: Any) -> Any:
+    """The key of one entry's bits: sign bit cleared, 0 below ``floor``."""
     u = bits & sign_off
     return u if u >= floor else u ^ u  # u ^ u: a zero of u's own type, so the loop stays vectorized
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import itertools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -49,12 +50,28 @@ def _pool(pid: int, threads: int) -> ThreadPoolExecutor:
 
 
 def map_chunks(fn: Callable[..., T], tasks: Sequence[tuple[Any, ...]], threads: int) -> list[T]:
-    """``fn(*task)`` for every task, in order, on up to ``threads`` threads (inline for
-    one task or one thread)."""
+    """``fn(*task)`` for every task, results in task order, on up to ``threads`` threads
+    (inline for one task or one thread).
+
+    Each thread takes the next task until none is left: one future per thread, not per
+    task, so the caller does not contend for the GIL with the workers once per chunk."""
     threads = min(threads, len(tasks))
     if threads <= 1:
         return [fn(*task) for task in tasks]
-    return list(_pool(os.getpid(), threads).map(lambda task: fn(*task), tasks))
+    order = itertools.count()  # next() on a count is atomic under the GIL
+
+    def work() -> list[tuple[int, T]]:
+        done = []
+        while (i := next(order)) < len(tasks):
+            done.append((i, fn(*tasks[i])))
+        return done
+
+    futures = [_pool(os.getpid(), threads).submit(work) for _ in range(threads)]
+    results: list[Any] = [None] * len(tasks)
+    for future in futures:
+        for i, result in future.result():
+            results[i] = result
+    return results
 
 
 def scratch(size: int) -> np.ndarray:

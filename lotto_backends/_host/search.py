@@ -29,11 +29,12 @@ from typing import Any, TypeVar
 import numpy as np
 
 from lotto_core.rate import prune_count
+from lotto_core.scores import MagnitudeScores, RandomScores, ScoreSource
 from lotto_core.selection import Cut
 
 from . import pool
 
-__all__ = ["FORMATS", "HostParam", "KeyFormat", "select"]
+__all__ = ["FORMATS", "HostParam", "KeyFormat", "host_group", "select"]
 
 T = TypeVar("T")
 _SAMPLE_SIZE = 1 << 18
@@ -288,6 +289,35 @@ class _Search:
 
     def cut(self, t: np.integer, ties: int, tied: int, pruned: int, mask: np.ndarray) -> Cut:
         return Cut(threshold=self.fmt.value(int(t)), ties=ties, tied=tied, pruned=pruned, mask=mask)
+
+
+def host_group(
+    sources: Sequence[ScoreSource],
+    masks: Sequence[Any],
+    weight_keys: Callable[[Any], tuple[np.ndarray, KeyFormat] | None],
+    bool_view: Callable[[Any], np.ndarray | None],
+) -> tuple[list[HostParam], KeyFormat] | None:
+    """A group as the kernels see it, or ``None`` where any part of it is not covered.
+
+    ``weight_keys`` and ``bool_view`` are the adapter's zero-copy views of its arrays
+    (``None`` for an array they do not cover). Magnitude scores are the weight's own
+    keys; the core's random scores are their float32 host values, for weights the
+    kernels cover; other score sources, and groups of mixed formats, are not covered.
+    """
+    params, formats = [], set()
+    for source, mask in zip(sources, masks, strict=True):
+        weight, flags = weight_keys(source.weight), bool_view(mask)
+        if weight is None or flags is None or weight[0].size != flags.size:
+            return None
+        if type(source) is MagnitudeScores:
+            keys, fmt = weight
+        elif type(source) is RandomScores:
+            keys, fmt = source.host_values().reshape(-1).view(np.int32), FORMATS["float32"]
+        else:
+            return None
+        params.append(HostParam(keys, flags))
+        formats.add(fmt)
+    return (params, formats.pop()) if len(formats) == 1 else None
 
 
 _NOTHING = Cut(threshold=-math.inf, ties=0, tied=0, pruned=0)

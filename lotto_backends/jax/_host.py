@@ -21,7 +21,7 @@ import numpy as np
 from lotto_backends._host import pool
 from lotto_backends._host.search import FORMATS, KeyFormat
 
-__all__ = ["adopt", "bool_view", "key_format", "key_view", "threads", "zero_pruned"]
+__all__ = ["adopt", "bool_view", "key_format", "key_view", "threads", "weight_keys", "zero_pruned"]
 
 
 def _on_one_cpu(x: object) -> bool:
@@ -46,6 +46,12 @@ def key_view(x: object) -> np.ndarray | None:
         return None
     fmt = key_format(x)  # type: ignore[arg-type]
     return None if fmt is None else np.asarray(x).reshape(-1).view(fmt.int_dtype)
+
+
+def weight_keys(x: object) -> tuple[np.ndarray, KeyFormat] | None:
+    """A weight's keys (``key_view``) and their format, or ``None``."""
+    keys = key_view(x)
+    return None if keys is None else (keys, key_format(x))  # type: ignore[arg-type,return-value]
 
 
 def bool_view(x: object) -> np.ndarray | None:

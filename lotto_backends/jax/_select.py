@@ -46,7 +46,7 @@ import numpy as np
 from jax import lax
 
 from lotto_backends._host import pool
-from lotto_backends._host.search import FORMATS, HostParam, KeyFormat, select
+from lotto_backends._host.search import host_group, select
 from lotto_core.rate import prune_count, validate_rate
 from lotto_core.scores import MagnitudeScores, RandomScores, ScoreSource, _as_float_scores
 from lotto_core.selection import Cut, _FloatOrder, register_native_planner
@@ -351,7 +351,7 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[jax.Array], p: flo
     """
     if validate_rate(p) == 0.0:
         return [_NOTHING] * len(masks)
-    group = None if pool.kernels() is None else _host_group(sources, masks)
+    group = None if pool.kernels() is None else host_group(sources, masks, _host.weight_keys, _host.bool_view)
     if group is not None:
         cuts = select(*group, p, _host.threads(), flush_subnormals=True)
         written = [i for i, cut in enumerate(cuts) if cut.mask is not None]
@@ -363,32 +363,6 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[jax.Array], p: flo
         if math.prod(m.shape) >= 2**31:
             raise ValueError(f"a parameter of shape {tuple(m.shape)} has 2**31 entries or more; the limit is int32")
     return _Search([_kernel_input(src) for src in sources], list(masks), p).run()
-
-
-def _score_keys(source: ScoreSource) -> tuple[np.ndarray, KeyFormat] | None:
-    """The keys of a source's scores and their format, where the host kernels cover
-    the source and its weight lives whole on one CPU device; else ``None``."""
-    keys = _host.key_view(source.weight)
-    if keys is None:
-        return None
-    if type(source) is MagnitudeScores:
-        fmt = _host.key_format(source.weight)
-        return None if fmt is None else (keys, fmt)
-    if type(source) is RandomScores:
-        return source.host_values().reshape(-1).view(np.int32), FORMATS["float32"]
-    return None
-
-
-def _host_group(sources: Sequence[ScoreSource], masks: Sequence[jax.Array]) -> tuple[list[HostParam], KeyFormat] | None:
-    """The group as the host kernels see it, or ``None`` where any part is not covered."""
-    params, formats = [], set()
-    for source, mask in zip(sources, masks, strict=True):
-        keys, flags = _score_keys(source), _host.bool_view(mask)
-        if keys is None or flags is None or keys[0].size != flags.size:
-            return None
-        params.append(HostParam(keys[0], flags))
-        formats.add(keys[1])
-    return (params, formats.pop()) if len(formats) == 1 else None
 
 
 register_native_planner(lambda mask: isinstance(mask, jax.Array), plan_cuts)

@@ -10,8 +10,9 @@ import torch
 from torch.autograd.graph import increment_version
 
 from lotto_backends._host import pool
+from lotto_backends._host.search import FORMATS, KeyFormat
 
-__all__ = ["INT_OF", "bool_view", "key_view", "threads", "zero_pruned"]
+__all__ = ["INT_OF", "bool_view", "key_view", "threads", "weight_keys", "zero_pruned"]
 
 INT_OF = {
     torch.float16: torch.int16,
@@ -39,6 +40,12 @@ def key_view(t: object) -> np.ndarray | None:
         return None
     view: np.ndarray = t.detach().view(INT_OF[t.dtype]).reshape(-1).numpy()  # type: ignore[union-attr]
     return view
+
+
+def weight_keys(t: object) -> tuple[np.ndarray, KeyFormat] | None:
+    """A weight's keys (``key_view``) and their format, or ``None``."""
+    keys = key_view(t)
+    return None if keys is None else (keys, FORMATS[str(t.dtype).removeprefix("torch.")])  # type: ignore[union-attr]
 
 
 def bool_view(t: object) -> np.ndarray | None:

@@ -14,43 +14,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-import numpy as np
 import torch
 
 from lotto_backends._host import pool
-from lotto_backends._host.search import FORMATS, HostParam, KeyFormat, select
-from lotto_core.scores import MagnitudeScores, RandomScores, ScoreSource
+from lotto_backends._host.search import host_group, select
+from lotto_core.scores import ScoreSource
 from lotto_core.selection import Cut, plan_cuts_portable, register_native_planner
 
 from . import _cpu
 
 __all__ = ["plan_cuts"]
-
-
-def _score_keys(source: ScoreSource) -> tuple[np.ndarray, KeyFormat] | None:
-    """The keys of a source's scores and their format, or ``None`` for a source the
-    kernels do not cover. Magnitudes are the weight's own bits; the core's random
-    scores are its float32 host values."""
-    if type(source) is MagnitudeScores:
-        keys = _cpu.key_view(source.weight)
-        return None if keys is None else (keys, FORMATS[str(source.weight.dtype).removeprefix("torch.")])
-    if type(source) is RandomScores and _cpu.key_view(source.weight) is not None:
-        return source.host_values().reshape(-1).view(np.int32), FORMATS["float32"]
-    return None
-
-
-def _host_group(
-    sources: Sequence[ScoreSource], masks: Sequence[torch.Tensor]
-) -> tuple[list[HostParam], KeyFormat] | None:
-    """The group as the kernels see it, or ``None`` where any part is not covered."""
-    params, formats = [], set()
-    for source, mask in zip(sources, masks, strict=True):
-        keys, flags = _score_keys(source), _cpu.bool_view(mask)
-        if keys is None or flags is None or keys[0].size != flags.size:
-            return None
-        params.append(HostParam(keys[0], flags))
-        formats.add(keys[1])
-    return (params, formats.pop()) if len(formats) == 1 else None
 
 
 def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[torch.Tensor], p: float) -> list[Cut]:
@@ -69,7 +42,7 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[torch.Tensor], p: 
     p
         The rate, in [0, 1).
     """
-    group = None if pool.kernels() is None else _host_group(sources, masks)
+    group = None if pool.kernels() is None else host_group(sources, masks, _cpu.weight_keys, _cpu.bool_view)
     if group is None:
         return plan_cuts_portable(sources, masks, p)
     cuts = select(*group, p, _cpu.threads())
