@@ -110,8 +110,9 @@ def mask_at(bits: Any, mask: Any, sign_off: Any, floor: Any, t: Any, ties: int, 
 
 @_jit
 def zero_pruned(bits: Any, mask: Any) -> None:
-    """Clear every bit of the entries that ``mask`` prunes: exactly +0.0, whatever
-    they held (inf and NaN included)."""
+    """Clear every bit of the entries that ``mask`` prunes, in place (torch): exactly
+    +0.0, whatever they held (inf and NaN included). Not ``zero_into(bits, mask, bits)``:
+    with its output aliasing its input that loop runs unvectorized, six times slower."""
     for i in range(bits.size):
         bits[i] = bits[i] if mask[i] else 0  # the form that LLVM vectorizes
 
@@ -119,6 +120,6 @@ def zero_pruned(bits: Any, mask: Any) -> None:
 @_jit
 def zero_into(bits: Any, mask: Any, out: Any) -> None:
     """``out`` = ``bits`` with the entries that ``mask`` prunes cleared (+0.0): a new
-    value for frameworks whose arrays are immutable."""
+    value for frameworks whose arrays are immutable (JAX)."""
     for i in range(bits.size):
         out[i] = bits[i] if mask[i] else 0

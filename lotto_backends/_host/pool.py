@@ -1,5 +1,5 @@
 """Running the kernels: loading them, cutting parameters into chunks, a thread pool,
-and buffers the kernels write.
+buffers the kernels write, and the zeroing pass.
 
 numba is imported the first time a kernel is needed, not with the adapters; without
 numba, ``kernels()`` is ``None`` and the adapters take their framework's own path, which
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["CHUNK", "aligned_empty", "chunks", "kernels", "map_chunks", "scratch"]
+__all__ = ["CHUNK", "aligned_empty", "chunks", "kernels", "map_chunks", "scratch", "zero_pruned"]
 
 CHUNK = 1 << 20  # entries per task: big enough to hide the pool's overhead, small enough to share out
 T = TypeVar("T")
@@ -89,3 +89,17 @@ def aligned_empty(size: int, dtype: Any) -> np.ndarray:
     raw = np.empty(size * itemsize + _ALIGN, dtype=np.uint8)
     start = -raw.ctypes.data % _ALIGN
     return raw[start : start + size * itemsize].view(dtype)
+
+
+def zero_pruned(
+    keys: Sequence[np.ndarray], masks: Sequence[np.ndarray], threads: int, outs: Sequence[np.ndarray] | None = None
+) -> None:
+    """Set the entries that each ``masks[i]`` prunes to +0.0: in ``keys[i]`` itself, or
+    into ``outs[i]`` (``keys[i]`` with them cleared); every chunk of every parameter on
+    the thread pool. Only call where ``kernels()`` is not ``None``."""
+    k = kernels()
+    tasks = [(i, a, b) for i, key in enumerate(keys) for a, b in chunks(key.size)]
+    if outs is None:
+        map_chunks(lambda i, a, b: k.zero_pruned(keys[i][a:b], masks[i][a:b]), tasks, threads)  # type: ignore[union-attr]
+    else:
+        map_chunks(lambda i, a, b: k.zero_into(keys[i][a:b], masks[i][a:b], outs[i][a:b]), tasks, threads)  # type: ignore[union-attr]

@@ -135,9 +135,8 @@ class _Search:
         self.zero = fmt.int_dtype.type(0)
         self.floor = fmt.int_dtype.type(floor)
         self.budget = max(_MIN_BAND, sum(p.keys.size for p in params) >> 6)
-
-    def tasks(self) -> list[tuple[int, int, int]]:
-        return [(i, a, b) for i, p in enumerate(self.params) for a, b in pool.chunks(p.keys.size)]
+        self.tasks = [(i, a, b) for i, p in enumerate(params) for a, b in pool.chunks(p.keys.size)]
+        """``(parameter, start, stop)`` of every chunk, the unit of a pass."""
 
     def map(self, fn: Callable[..., T], tasks: list[tuple[Any, ...]]) -> list[T]:
         return pool.map_chunks(fn, tasks, self.threads)
@@ -170,11 +169,11 @@ class _Search:
             p = self.params[i]
             return kernels.count_band(p.keys[a:b], None if p.mask is None else p.mask[a:b], so, floor, lo, hi)
 
-        return self._sum(self.map(run, self.tasks()))
+        return self._sum(self.map(run, self.tasks))
 
     def _sum(self, results: list[tuple[int, ...]]) -> _Counts:
         below, upto = [0] * len(self.params), [0] * len(self.params)
-        for (i, _, _), (b, u, *_) in zip(self.tasks(), results, strict=True):
+        for (i, _, _), (b, u, *_) in zip(self.tasks, results, strict=True):
             below[i] += b
             upto[i] += u
         return _Counts(below, upto)
@@ -205,12 +204,12 @@ class _Search:
                 return below, below + inside, None
             return below, below + inside, (positions[:inside] + a, band[:inside].copy())
 
-        results = self.map(run, self.tasks())
+        results = self.map(run, self.tasks)
         counts = self._sum(results)
         if full.is_set():
             return counts, None
         parts: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in self.params]
-        for (i, _, _), (_, _, band) in zip(self.tasks(), results, strict=True):
+        for (i, _, _), (_, _, band) in zip(self.tasks, results, strict=True):
             if band is not None:
                 parts[i].append(band)
         empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=self.zero.dtype))
@@ -297,13 +296,16 @@ def host_group(
     weight_keys: Callable[[Any], tuple[np.ndarray, KeyFormat] | None],
     bool_view: Callable[[Any], np.ndarray | None],
 ) -> tuple[list[HostParam], KeyFormat] | None:
-    """A group as the kernels see it, or ``None`` where any part of it is not covered.
+    """A group as the kernels see it, or ``None`` where any part of it is not covered
+    or numba is missing.
 
     ``weight_keys`` and ``bool_view`` are the adapter's zero-copy views of its arrays
     (``None`` for an array they do not cover). Magnitude scores are the weight's own
     keys; the core's random scores are their float32 host values, for weights the
     kernels cover; other score sources, and groups of mixed formats, are not covered.
     """
+    if pool.kernels() is None:
+        return None
     params, formats = [], set()
     for source, mask in zip(sources, masks, strict=True):
         weight, flags = weight_keys(source.weight), bool_view(mask)
@@ -333,7 +335,8 @@ def select(
     Parameters
     ----------
     params
-        The group's parameters, in group order, all in ``fmt``.
+        The group's parameters, in group order, all in ``fmt`` (as ``host_group``
+        returns them).
     fmt
         The float format of every parameter's scores.
     p

@@ -39,19 +39,17 @@ def key_format(x: jax.Array) -> KeyFormat | None:
     return FORMATS.get(jnp.dtype(x.dtype).name)
 
 
-def key_view(x: object) -> np.ndarray | None:
-    """The flat integer view of the bits of a float array that lives whole on one CPU
-    device (the kernels' keys; read-only, no copy), or ``None``."""
-    if not _on_one_cpu(x):
-        return None
-    fmt = key_format(x)  # type: ignore[arg-type]
-    return None if fmt is None else np.asarray(x).reshape(-1).view(fmt.int_dtype)
-
-
 def weight_keys(x: object) -> tuple[np.ndarray, KeyFormat] | None:
-    """A weight's keys (``key_view``) and their format, or ``None``."""
-    keys = key_view(x)
-    return None if keys is None else (keys, key_format(x))  # type: ignore[arg-type,return-value]
+    """The flat integer view of the bits of a float array that lives whole on one CPU
+    device (the kernels' keys; read-only, no copy) and their format, or ``None``."""
+    fmt = key_format(x) if _on_one_cpu(x) else None  # type: ignore[arg-type]
+    return None if fmt is None else (np.asarray(x).reshape(-1).view(fmt.int_dtype), fmt)
+
+
+def key_view(x: object) -> np.ndarray | None:
+    """The keys of ``weight_keys``, or ``None``."""
+    keys = weight_keys(x)
+    return None if keys is None else keys[0]
 
 
 def bool_view(x: object) -> np.ndarray | None:
@@ -76,19 +74,13 @@ def threads() -> int:
 def zero_pruned(values: Sequence[jax.Array], masks: Sequence[jax.Array]) -> list[jax.Array] | None:
     """Each value with its pruned entries set to exactly +0.0, as new arrays written in
     one fused pass; ``None`` (nothing done) unless the kernels cover every pair."""
-    kernels = pool.kernels()
     keys, flags = [key_view(v) for v in values], [bool_view(m) for m in masks]
     if (
-        kernels is None
+        pool.kernels() is None
         or any(k is None for k in keys)
         or any(f is None or f.size != k.size for k, f in zip(keys, flags, strict=True))
     ):
         return None
     outs = [pool.aligned_empty(k.size, k.dtype) for k in keys]  # type: ignore[union-attr]
-    tasks = [(i, a, b) for i, k in enumerate(keys) for a, b in pool.chunks(k.size)]  # type: ignore[union-attr]
-
-    def run(i: int, a: int, b: int) -> None:
-        kernels.zero_into(keys[i][a:b], flags[i][a:b], outs[i][a:b])  # type: ignore[index]
-
-    pool.map_chunks(run, tasks, threads())
+    pool.zero_pruned(keys, flags, threads(), outs)  # type: ignore[arg-type]
     return adopt(outs, like=values)

@@ -45,7 +45,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lotto_backends._host import pool
 from lotto_backends._host.search import host_group, select
 from lotto_core.rate import prune_count, validate_rate
 from lotto_core.scores import MagnitudeScores, RandomScores, ScoreSource, _as_float_scores
@@ -351,7 +350,7 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[jax.Array], p: flo
     """
     if validate_rate(p) == 0.0:
         return [_NOTHING] * len(masks)
-    group = None if pool.kernels() is None else host_group(sources, masks, _host.weight_keys, _host.bool_view)
+    group = host_group(sources, masks, _host.weight_keys, _host.bool_view)
     if group is not None:
         cuts = select(*group, p, _host.threads(), flush_subnormals=True)
         written = [i for i, cut in enumerate(cuts) if cut.mask is not None]

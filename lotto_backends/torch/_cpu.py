@@ -64,10 +64,9 @@ def threads() -> int:
 def zero_pruned(param: torch.Tensor, mask: torch.Tensor) -> bool:
     """Set the entries of ``param`` that ``mask`` prunes to exactly +0.0, in place, in
     one fused pass; ``False`` (nothing done) where the kernels do not apply."""
-    kernels = pool.kernels()
     keys, flags = key_view(param), bool_view(mask)
-    if kernels is None or keys is None or flags is None or math.prod(param.shape) != flags.size:
+    if pool.kernels() is None or keys is None or flags is None or math.prod(param.shape) != flags.size:
         return False
-    pool.map_chunks(lambda a, b: kernels.zero_pruned(keys[a:b], flags[a:b]), pool.chunks(keys.size), threads())
+    pool.zero_pruned([keys], [flags], threads())
     increment_version(param)  # as an in-place torch op would: autograd and the masking hooks see the write
     return True

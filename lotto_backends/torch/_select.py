@@ -16,7 +16,6 @@ from dataclasses import replace
 
 import torch
 
-from lotto_backends._host import pool
 from lotto_backends._host.search import host_group, select
 from lotto_core.scores import ScoreSource
 from lotto_core.selection import Cut, plan_cuts_portable, register_native_planner
@@ -42,7 +41,7 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[torch.Tensor], p: 
     p
         The rate, in [0, 1).
     """
-    group = None if pool.kernels() is None else host_group(sources, masks, _cpu.weight_keys, _cpu.bool_view)
+    group = host_group(sources, masks, _cpu.weight_keys, _cpu.bool_view)
     if group is None:
         return plan_cuts_portable(sources, masks, p)
     cuts = select(*group, p, _cpu.threads())
