@@ -17,8 +17,11 @@ masks): for arrays that live whole on one CPU device (these) the host kernels of
 ``lotto_backends._host`` run (numba loops over zero-copy NumPy views; the new masks and
 weights are fresh buffers that JAX adopts without a copy), for sharded arrays and
 accelerators the jit-compiled counting passes. A prune writes 167 MB of new arrays
-(weights and masks) into fresh memory, which the kernel zeroes page by page; the pass
-reuses XLA's buffers. That cost swings with the allocator's state from run to run.
+(weights and masks; a lone group's new weights in the pass that writes its masks) into
+buffers recycled from the outputs of earlier prunes once JAX has freed them
+(``lotto_backends._host.buffers``), as in a pruning loop, where training replaces the
+pruned weights; only the first prune (the untimed first call) takes fresh pages, which
+the operating system zeroes one by one. The float32 write pass allocates through XLA.
 
 Times are the best of ``--repeat`` runs after one untimed run that compiles (the pass,
 the floor of every ratio: the best of three times as many).

@@ -98,7 +98,7 @@ class PruneGroup(ABC):
 
     def prune(self) -> None:
         """Prune one round of this group alone (a ``Pruner`` prunes all its groups)."""
-        self._commit(self._plan())
+        self._commit(self._plan(values=True))
 
     def targets(self) -> list[_Target]:
         """The group's prunable parameters with their current weights and masks,
@@ -121,21 +121,26 @@ class PruneGroup(ABC):
             raise TypeError("the weights of one group must all be float64 or all narrower floats, not a mix")
         return out
 
-    def _plan(self) -> list[_Step]:
-        """Decide this round's cuts for every parameter; nothing is written."""
+    def _plan(self, *, values: bool = False) -> list[_Step]:
+        """Decide this round's cuts for every parameter; nothing is written. ``values``:
+        the round is written right after, so the selection may write new weights too
+        (``plan_cuts``)."""
         targets = self.targets()
         sources = [self._scores(j, t.weight) for j, t in enumerate(targets)]
-        cuts = self._cuts(targets, sources)
+        cuts = self._cuts(targets, sources, values)
         return [_Step(j, t.handle, cut) for j, (t, cut) in enumerate(zip(targets, cuts, strict=True))]
 
     def _commit(self, plan: list[_Step]) -> None:
-        """Write a planned round: each new mask is built from the weight as it is now."""
+        """Write a planned round: each new mask is built from the weight as it is now (a
+        layer is in one group, so it is the weight the plan read: new weights that the
+        selection wrote stand)."""
         writes = []
         for step in plan:
             if step.cut.pruned:
                 weight, mask = step.handle.get_value(), step.handle.get_mask()
                 xp = array_namespace(weight)
-                writes.append((step.handle, apply_cut(xp, self._scores(step.index, weight), mask, step.cut)))
+                new_mask = apply_cut(xp, self._scores(step.index, weight), mask, step.cut)
+                writes.append((step.handle, new_mask, step.cut.values))
                 del weight, mask
         write_masks(writes)
         self.rounds += 1
@@ -144,9 +149,9 @@ class PruneGroup(ABC):
     def _scores(self, index: int, weight: Array) -> ScoreSource:
         """The score source of the group's ``index``-th prunable parameter."""
 
-    def _cuts(self, targets: list[_Target], sources: list[ScoreSource]) -> list[Cut]:
+    def _cuts(self, targets: list[_Target], sources: list[ScoreSource], values: bool) -> list[Cut]:
         """Global selection: one threshold shared by the whole group."""
-        return plan_cuts(sources, [t.mask for t in targets], self.p)
+        return plan_cuts(sources, [t.mask for t in targets], self.p, values=values)
 
     def config(self) -> dict[str, Any]:
         """What identifies this group in a saved state."""
@@ -179,11 +184,11 @@ class LayerwiseMagnitudePruneGroup(MagnitudePruneGroup):
     """Layer-wise magnitude pruning: every layer prunes ``p`` of its own remaining
     weights by ``|w|``, with a threshold of its own (Han et al. 2015)."""
 
-    def _cuts(self, targets: list[_Target], sources: list[ScoreSource]) -> list[Cut]:
+    def _cuts(self, targets: list[_Target], sources: list[ScoreSource], values: bool) -> list[Cut]:
         cuts: list[Cut] = []
         for i in range(len(self.layers)):
             picked = [j for j, t in enumerate(targets) if t.layer == i]
-            cuts.extend(super()._cuts([targets[j] for j in picked], [sources[j] for j in picked]))
+            cuts.extend(super()._cuts([targets[j] for j in picked], [sources[j] for j in picked], values))
         return cuts
 
 

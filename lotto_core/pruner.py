@@ -77,8 +77,10 @@ class Pruner:
 
     def prune(self) -> None:
         """Prune one round of every group. All groups decide before any mask changes,
-        so a failure leaves every mask as it was."""
-        plans = [group._plan() for group in self.groups]
+        so a failure leaves every mask as it was. (Only a lone group's selection writes
+        new weights too: with several, all groups' would exist at once.)"""
+        alone = len(self.groups) == 1
+        plans = [group._plan(values=alone) for group in self.groups]
         for group, plan in zip(self.groups, plans, strict=True):
             group._commit(plan)
         self.rounds += 1

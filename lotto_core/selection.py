@@ -50,7 +50,9 @@ class Cut:
     Kept entries scored below ``threshold`` are pruned, and so are the first ``ties``
     (C order) of the ``tied`` kept entries scored exactly ``threshold``. ``everything``
     prunes every kept entry. ``mask``, when the selection pass already built the new
-    mask, saves ``apply_cut`` a pass over the scores.
+    mask, saves ``apply_cut`` a pass over the scores; ``values``, the parameter's new
+    weight (pruned entries exactly +0.0) when the pass wrote that too (asked for with
+    ``plan_cuts(..., values=True)``), saves the writer another.
     """
 
     threshold: float
@@ -59,6 +61,7 @@ class Cut:
     pruned: int
     everything: bool = False
     mask: Array | None = field(default=None, compare=False, repr=False)
+    values: Array | None = field(default=None, compare=False, repr=False)
 
 
 _NOTHING = Cut(threshold=-math.inf, ties=0, tied=0, pruned=0)
@@ -353,8 +356,8 @@ class _Selection:
         return cut if mask is None else replace(cut, mask=mask)
 
 
-Planner = Callable[[Sequence[ScoreSource], Sequence[Array], float], list[Cut]]
-"""``(sources, masks, p) -> cuts``: the signature of ``plan_cuts``."""
+Planner = Callable[[Sequence[ScoreSource], Sequence[Array], float, bool], list[Cut]]
+"""``(sources, masks, p, values) -> cuts``: the signature of ``plan_cuts``."""
 
 _NATIVE_PLANNERS: list[tuple[Callable[[Array], bool], Planner]] = []
 
@@ -363,11 +366,12 @@ def register_native_planner(accepts: Callable[[Array], bool], planner: Planner) 
     """Let an adapter select with its framework's own kernels (a native fast path, as in
     einops' backends: the core never names a framework). ``plan_cuts`` hands a group to
     the first ``planner`` whose ``accepts`` takes the group's first mask; the planner
-    must return exactly the cuts that ``plan_cuts_portable`` defines."""
+    must return exactly the cuts that ``plan_cuts_portable`` defines, and may attach
+    new weights (``Cut.values``) only where ``values`` asks for them."""
     _NATIVE_PLANNERS.append((accepts, planner))
 
 
-def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[Array], p: float) -> list[Cut]:
+def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[Array], p: float, *, values: bool = False) -> list[Cut]:
     """Decide, without writing anything, which kept entries of a group one round at rate
     ``p`` prunes: exactly ``prune_count(p, kept)`` of them, with one shared threshold.
 
@@ -383,6 +387,10 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[Array], p: float) 
         The parameters' boolean masks (``True`` = kept), in the same order.
     p
         The rate, in [0, 1).
+    values
+        Let a native planner that reads each weight once for both (JAX's host kernels)
+        also write the new weights (``Cut.values``). They then exist before any weight
+        is replaced, so the groups ask only when the round is written right after.
 
     Returns
     -------
@@ -391,7 +399,7 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[Array], p: float) 
     """
     for accepts, planner in _NATIVE_PLANNERS:
         if accepts(masks[0]):
-            return planner(sources, masks, p)
+            return planner(sources, masks, p, values)
     return plan_cuts_portable(sources, masks, p)
 
 

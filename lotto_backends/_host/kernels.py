@@ -58,41 +58,68 @@ def count_band(bits: Any, mask: Any, sign_off: Any, floor: Any, lo: Any, hi: Any
     return below, upto
 
 
+@numba.njit(inline="always")
+def _count(flags: Any) -> int:
+    """The ``True`` entries of a bool array, summed eight bytes at a time."""
+    whole = flags.size - flags.size % 8
+    words = flags[:whole].view(np.uint64)
+    bytes_, pairs = np.uint64(0x00FF00FF00FF00FF), np.uint64(0x0000FFFF0000FFFF)
+    total = np.uint64(0)
+    for w in range(words.size):
+        x = words[w]
+        x = (x & bytes_) + ((x >> np.uint64(8)) & bytes_)
+        x = (x & pairs) + ((x >> np.uint64(16)) & pairs)
+        total += (x & np.uint64(0xFFFFFFFF)) + (x >> np.uint64(32))
+    n = np.int64(total)
+    for i in range(whole, flags.size):
+        n += np.int64(flags[i])
+    return n
+
+
 @_jit
 def split_band(
-    bits: Any, mask: Any, sign_off: Any, floor: Any, lo: Any, hi: Any, above: Any, flags: Any, positions: Any, keys: Any
+    bits: Any,
+    mask: Any,
+    sign_off: Any,
+    floor: Any,
+    lo: Any,
+    hi: Any,
+    above: Any,
+    flags: Any,
+    positions: Any,
+    keys: Any,
+    values: Any,
 ) -> tuple[int, int]:
-    """Sort a chunk's kept entries three ways in one pass: keys < ``lo`` are counted,
-    keys > ``hi`` are set in ``above`` (written in full), and keys in ``[lo, hi]`` go
-    to ``keys`` with their indices in ``positions`` (both at least one entry longer
-    than the chunk). ``flags`` is scratch space as long as the chunk.
+    """Sort a chunk's kept entries three ways in one pass: keys > ``hi`` are set in
+    ``above`` (written in full), keys in ``[lo, hi]`` go to ``keys`` with their indices
+    in ``positions`` (both at least one entry longer than the chunk), and the rest are
+    counted. ``flags`` is scratch space as long as the chunk. ``values`` (``None``: not
+    written) gets ``bits`` with every entry that is not kept or under ``lo`` cleared:
+    the new weight once the band's pruned entries are cleared too.
 
     Returns (kept keys < ``lo``, kept keys in the band)."""
-    below = 0
-    inside = 0
-    for i in range(bits.size):  # one vectorized loop: no branch, no data-dependent index
+    for i in range(bits.size):  # stores only: a counter here takes int64 lanes, half the vector width
         u = _key(bits[i], sign_off, floor)
         kept = True if mask is None else mask[i]
-        below += kept & (u < lo)
         above[i] = kept & (u > hi)
-        flag = kept & (u >= lo) & (u <= hi)
-        flags[i] = flag
-        inside += flag
-    if inside:  # gather the band: skip 8 clear flags at a time, copy set ones without a branch
-        n = 0
-        whole = bits.size - bits.size % 8
-        words = flags[:whole].view(np.uint64)
-        for w in range(words.size):
-            if words[w]:
-                for i in range(8 * w, 8 * w + 8):
-                    positions[n] = i
-                    keys[n] = _key(bits[i], sign_off, floor)
-                    n += flags[i]
-        for i in range(whole, bits.size):
-            positions[n] = i
-            keys[n] = _key(bits[i], sign_off, floor)
-            n += flags[i]
-    return below, inside
+        flags[i] = kept & (u >= lo) & (u <= hi)
+        if values is not None:
+            values[i] = bits[i] if kept & (u >= lo) else 0
+    n = 0  # gather the band: skip 8 clear flags at a time, copy set ones without a branch
+    whole = bits.size - bits.size % 8
+    words = flags[:whole].view(np.uint64)
+    for w in range(words.size):
+        if words[w]:
+            for i in range(8 * w, 8 * w + 8):
+                positions[n] = i
+                keys[n] = _key(bits[i], sign_off, floor)
+                n += flags[i]
+    for i in range(whole, bits.size):
+        positions[n] = i
+        keys[n] = _key(bits[i], sign_off, floor)
+        n += flags[i]
+    kept = bits.size if mask is None else _count(mask)
+    return kept - _count(above) - n, n
 
 
 @_jit

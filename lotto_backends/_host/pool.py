@@ -1,5 +1,5 @@
 """Running the kernels: loading them, cutting parameters into chunks, a thread pool,
-buffers the kernels write, and the zeroing pass.
+per-thread scratch space, and the zeroing pass.
 
 numba is imported the first time a kernel is needed, not with the adapters; without
 numba, ``kernels()`` is ``None`` and the adapters take their framework's own path, which
@@ -20,11 +20,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["CHUNK", "aligned_empty", "chunks", "kernels", "map_chunks", "scratch", "zero_pruned"]
+from . import buffers
+
+__all__ = ["CHUNK", "chunks", "kernels", "map_chunks", "scratch", "zero_pruned"]
 
 CHUNK = 1 << 20  # entries per task: big enough to hide the pool's overhead, small enough to share out
 T = TypeVar("T")
-_ALIGN = 64  # XLA's CPU client adopts a NumPy buffer without a copy when it is this aligned
 _LOCAL = threading.local()
 
 
@@ -74,21 +75,15 @@ def map_chunks(fn: Callable[..., T], tasks: Sequence[tuple[Any, ...]], threads: 
     return results
 
 
-def scratch(size: int) -> np.ndarray:
-    """A bool buffer of ``size`` entries owned by the calling thread and reused by its
-    next call (a fresh one would cost a page fault per 4 KiB, every pass)."""
-    buffer: np.ndarray | None = getattr(_LOCAL, "buffer", None)
-    if buffer is None or buffer.size < size:
-        buffer = _LOCAL.buffer = np.empty(max(size, CHUNK), dtype=bool)
+def scratch(name: str, size: int, dtype: Any) -> np.ndarray:
+    """A buffer of ``size`` entries, owned by the calling thread under ``name`` and reused
+    by its next call: a fresh one per chunk would cost page faults, a whole huge page
+    zeroed for a few entries written, every pass."""
+    owned: dict[str, np.ndarray] = _LOCAL.__dict__.setdefault("scratch", {})
+    buffer = owned.get(name)
+    if buffer is None or buffer.size < size or buffer.dtype != dtype:
+        buffer = owned[name] = buffers.sparse(max(size, CHUNK + 1), dtype)
     return buffer[:size]
-
-
-def aligned_empty(size: int, dtype: Any) -> np.ndarray:
-    """A new flat array of ``size`` entries whose data starts on a 64-byte boundary."""
-    itemsize = np.dtype(dtype).itemsize
-    raw = np.empty(size * itemsize + _ALIGN, dtype=np.uint8)
-    start = -raw.ctypes.data % _ALIGN
-    return raw[start : start + size * itemsize].view(dtype)
 
 
 def zero_pruned(

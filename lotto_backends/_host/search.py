@@ -32,7 +32,7 @@ from lotto_core.rate import prune_count
 from lotto_core.scores import MagnitudeScores, RandomScores, ScoreSource
 from lotto_core.selection import Cut
 
-from . import pool
+from . import buffers, pool
 
 __all__ = ["FORMATS", "HostParam", "KeyFormat", "host_group", "select"]
 
@@ -86,19 +86,23 @@ FORMATS = {
 @dataclass(frozen=True)
 class HostParam:
     """One parameter as the kernels see it: its scores' bits as a flat integer array of
-    the format's width (only read), and its flat boolean mask (``None``: all kept)."""
+    the format's width (only read), its flat boolean mask (``None``: all kept), and
+    whether those bits are the weight's own (magnitude scores), from which the new
+    weight can be written in the same pass."""
 
     keys: np.ndarray
     mask: np.ndarray | None
+    weight: bool = False
 
 
 @dataclass(frozen=True)
 class _Split:
     """A parameter sorted by a bracket: its new mask so far (the kept entries above the
-    bracket), and its kept entries in the bracket, the band: flat positions (C order)
-    and keys."""
+    bracket), its kept entries in the bracket, the band: flat positions (C order) and
+    keys, and, if written, its new weight so far (cleared below the bracket)."""
 
     above: np.ndarray
+    values: np.ndarray | None
     positions: np.ndarray
     keys: np.ndarray
 
@@ -123,6 +127,7 @@ class _Search:
         k: int,
         threads: int,
         floor: int,
+        values: bool,
     ) -> None:
         self.kernels = kernels
         self.params = params
@@ -134,6 +139,7 @@ class _Search:
         self.inf = fmt.int_dtype.type(fmt.inf)
         self.zero = fmt.int_dtype.type(0)
         self.floor = fmt.int_dtype.type(floor)
+        self.values = values
         self.budget = max(_MIN_BAND, sum(p.keys.size for p in params) >> 6)
         self.tasks = [(i, a, b) for i, p in enumerate(params) for a, b in pool.chunks(p.keys.size)]
         """``(parameter, start, stop)`` of every chunk, the unit of a pass."""
@@ -181,9 +187,11 @@ class _Search:
     def split(self, lo: np.integer, hi: np.integer) -> tuple[_Counts, list[_Split] | None]:
         """One pass: the counts, and every parameter split by ``[lo, hi]``, or ``None``
         when the band exceeds the budget (its entries are dropped as soon as that is
-        known, and the rest of the pass only counts)."""
+        known, and the rest of the pass only counts). New weights are written for the
+        parameters whose keys are their weights, if asked."""
         kernels, so, floor = self.kernels, self.sign_off, self.floor
-        above = [pool.aligned_empty(p.keys.size, bool) for p in self.params]
+        above = [buffers.new(p.keys.size, bool) for p in self.params]
+        values = [buffers.new(p.keys.size, p.keys.dtype) if self.values and p.weight else None for p in self.params]
         lock, full = threading.Lock(), threading.Event()
         room = [self.budget]
 
@@ -193,9 +201,12 @@ class _Search:
             if full.is_set():
                 below, upto = kernels.count_band(keys, mask, so, floor, lo, hi)
                 return below, upto, None
-            positions, band = np.empty(b - a + 1, dtype=np.int64), np.empty(b - a + 1, dtype=keys.dtype)
-            flags = pool.scratch(b - a)
-            below, inside = kernels.split_band(keys, mask, so, floor, lo, hi, above[i][a:b], flags, positions, band)
+            positions = pool.scratch("positions", b - a + 1, np.int64)
+            band = pool.scratch("band", b - a + 1, keys.dtype)
+            flags, new = pool.scratch("flags", b - a, bool), values[i]
+            below, inside = kernels.split_band(
+                keys, mask, so, floor, lo, hi, above[i][a:b], flags, positions, band, None if new is None else new[a:b]
+            )
             with lock:
                 room[0] -= inside
                 fits = room[0] >= 0
@@ -214,8 +225,8 @@ class _Search:
                 parts[i].append(band)
         empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=self.zero.dtype))
         return counts, [
-            _Split(new, *(np.concatenate(column) for column in zip(*part, strict=True)) if part else empty)
-            for new, part in zip(above, parts, strict=True)
+            _Split(new, value, *(np.concatenate(column) for column in zip(*part, strict=True)) if part else empty)
+            for new, value, part in zip(above, values, parts, strict=True)
         ]
 
     def run(self) -> list[Cut]:
@@ -253,7 +264,7 @@ class _Search:
     def cuts_from_band(self, counts: _Counts, splits: list[_Split]) -> list[Cut]:
         """The cuts from a band that holds the threshold: ``t`` is its order statistic,
         and each new mask is the entries above the band plus those of the band that the
-        cut keeps."""
+        cut keeps (a new weight: the band's entries that the cut prunes cleared)."""
         rank = self.k - sum(counts.below) - 1
         t = np.partition(np.concatenate([s.keys for s in splits]), rank)[rank]
         less = [below + int(np.count_nonzero(s.keys < t)) for below, s in zip(counts.below, splits, strict=True)]
@@ -264,8 +275,11 @@ class _Search:
             n_tied = int(np.count_nonzero(tied))
             ties = min(ties_left, n_tied)
             ties_left -= ties
-            split.above[split.positions[(split.keys > t) | (tied & (np.cumsum(tied) > ties))]] = True
-            cuts.append(self.cut(t, ties, n_tied, n_less + ties, split.above))
+            kept = (split.keys > t) | (tied & (np.cumsum(tied) > ties))
+            split.above[split.positions[kept]] = True
+            if split.values is not None:
+                split.values[split.positions[~kept]] = 0
+            cuts.append(self.cut(t, ties, n_tied, n_less + ties, split.above, split.values))
         return cuts
 
     def cuts_at(self, t: np.integer, counts: _Counts) -> list[Cut]:
@@ -277,7 +291,7 @@ class _Search:
             ties = min(ties_left, upto - below)
             ties_left -= ties
             plan.append((below, ties, upto - below))
-        masks = [pool.aligned_empty(p.keys.size, bool) for p in self.params]
+        masks = [buffers.new(p.keys.size, bool) for p in self.params]
 
         def run(i: int) -> None:
             p = self.params[i]
@@ -286,8 +300,10 @@ class _Search:
         self.map(run, [(i,) for i in range(len(self.params))])
         return [self.cut(t, ties, tied, below + ties, m) for (below, ties, tied), m in zip(plan, masks, strict=True)]
 
-    def cut(self, t: np.integer, ties: int, tied: int, pruned: int, mask: np.ndarray) -> Cut:
-        return Cut(threshold=self.fmt.value(int(t)), ties=ties, tied=tied, pruned=pruned, mask=mask)
+    def cut(
+        self, t: np.integer, ties: int, tied: int, pruned: int, mask: np.ndarray, values: np.ndarray | None = None
+    ) -> Cut:
+        return Cut(threshold=self.fmt.value(int(t)), ties=ties, tied=tied, pruned=pruned, mask=mask, values=values)
 
 
 def host_group(
@@ -312,12 +328,12 @@ def host_group(
         if weight is None or flags is None or weight[0].size != flags.size:
             return None
         if type(source) is MagnitudeScores:
-            keys, fmt = weight
+            (keys, fmt), own = weight, True
         elif type(source) is RandomScores:
-            keys, fmt = source.host_values().reshape(-1).view(np.int32), FORMATS["float32"]
+            keys, fmt, own = source.host_values().reshape(-1).view(np.int32), FORMATS["float32"], False
         else:
             return None
-        params.append(HostParam(keys, flags))
+        params.append(HostParam(keys, flags, own))
         formats.add(fmt)
     return (params, formats.pop()) if len(formats) == 1 else None
 
@@ -326,11 +342,17 @@ _NOTHING = Cut(threshold=-math.inf, ties=0, tied=0, pruned=0)
 
 
 def select(
-    params: Sequence[HostParam], fmt: KeyFormat, p: float, threads: int, *, flush_subnormals: bool = False
+    params: Sequence[HostParam],
+    fmt: KeyFormat,
+    p: float,
+    threads: int,
+    *,
+    flush_subnormals: bool = False,
+    values: bool = False,
 ) -> list[Cut]:
     """``lotto_core.selection.plan_cuts`` over host arrays: the same cuts (threshold,
     ties, counts), each new mask a fresh, flat, 64-byte aligned NumPy array (``None``
-    where the cut prunes nothing or everything).
+    where the cut prunes nothing or everything), and so is each new weight, if asked.
 
     Parameters
     ----------
@@ -346,6 +368,12 @@ def select(
     flush_subnormals
         Rank subnormal scores as 0, as XLA's comparisons on the CPU do (JAX), where the
         scores' float type has subnormals that float32 does not hold as normal floats.
+    values
+        Also write the new weight (its bits, pruned entries cleared: exactly +0.0) of
+        each parameter whose keys are its weight, in the pass that splits the keys: for
+        frameworks whose arrays are immutable (JAX), which write a new weight anyway.
+        Written when the band holds the threshold, as it nearly always does; where a
+        cut comes otherwise, ``values`` is ``None`` and the writer zeroes the weight.
     """
     kernels = pool.kernels()
     if kernels is None:
@@ -359,6 +387,6 @@ def select(
     if k == sum(kept):
         return [Cut(threshold=math.inf, ties=0, tied=0, pruned=n, everything=True) for n in kept]
     # a mask that keeps every entry is left out of the passes
-    lean = [HostParam(q.keys, q.mask if n < q.keys.size else None) for q, n in zip(params, kept, strict=True)]
+    lean = [HostParam(q.keys, q.mask if n < q.keys.size else None, q.weight) for q, n in zip(params, kept, strict=True)]
     floor = fmt.smallest_normal if flush_subnormals and fmt.exponent_bits >= 8 else 0
-    return _Search(kernels, lean, fmt, kept, k, threads, floor).run()
+    return _Search(kernels, lean, fmt, kept, k, threads, floor, values).run()

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lotto_backends._host import pool
+from lotto_backends._host import buffers, pool
 from lotto_backends._host.search import FORMATS, KeyFormat
 
 __all__ = ["adopt", "bool_view", "key_format", "key_view", "threads", "weight_keys", "zero_pruned"]
@@ -81,6 +81,6 @@ def zero_pruned(values: Sequence[jax.Array], masks: Sequence[jax.Array]) -> list
         or any(f is None or f.size != k.size for k, f in zip(keys, flags, strict=True))
     ):
         return None
-    outs = [pool.aligned_empty(k.size, k.dtype) for k in keys]  # type: ignore[union-attr]
+    outs = [buffers.new(k.size, k.dtype) for k in keys]  # type: ignore[union-attr]
     pool.zero_pruned(keys, flags, threads(), outs)  # type: ignore[arg-type]
     return adopt(outs, like=values)

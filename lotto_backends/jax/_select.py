@@ -332,10 +332,11 @@ class _Search:
 _NOTHING = Cut(threshold=-math.inf, ties=0, tied=0, pruned=0)
 
 
-def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[jax.Array], p: float) -> list[Cut]:
+def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[jax.Array], p: float, values: bool = False) -> list[Cut]:
     """``lotto_core.selection.plan_cuts`` for JAX arrays: the same cuts (threshold,
-    ties, counts), each carrying its new mask. Registered with the core on import, so
-    the core's groups use it for every group of JAX arrays.
+    ties, counts), each carrying its new mask, and its new weight where asked and the
+    host kernels wrote it. Registered with the core on import, so the core's groups use
+    it for every group of JAX arrays.
 
     Parameters
     ----------
@@ -347,16 +348,26 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[jax.Array], p: flo
         The parameters' boolean masks (``True`` = kept), in the same order.
     p
         The rate, in [0, 1).
+    values
+        Also write each new weight (pruned entries exactly +0.0) where the magnitude
+        scores of an array on one CPU device are read anyway: the host kernels write it
+        in the pass that writes the mask, which saves the writer reading the weight and
+        mask again. The jit-compiled passes do not.
     """
     if validate_rate(p) == 0.0:
         return [_NOTHING] * len(masks)
     group = host_group(sources, masks, _host.weight_keys, _host.bool_view)
     if group is not None:
-        cuts = select(*group, p, _host.threads(), flush_subnormals=True)
-        written = [i for i, cut in enumerate(cuts) if cut.mask is not None]
-        adopted = _host.adopt([cuts[i].mask for i in written], like=[masks[i] for i in written])
-        for i, mask in zip(written, adopted, strict=True):
-            cuts[i] = replace(cuts[i], mask=mask)
+        cuts = select(*group, p, _host.threads(), flush_subnormals=True, values=values)
+        buffers, like, slots = [], [], []
+        for i, cut in enumerate(cuts):
+            for name, buffer, array in (("mask", cut.mask, masks[i]), ("values", cut.values, sources[i].weight)):
+                if buffer is not None:
+                    buffers.append(buffer)
+                    like.append(array)
+                    slots.append((i, name))
+        for (i, name), adopted in zip(slots, _host.adopt(buffers, like=like), strict=True):
+            cuts[i] = replace(cuts[i], **{name: adopted})
         return cuts
     for m in masks:
         if math.prod(m.shape) >= 2**31:

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from lotto_core.commit import register_native_writer
-from lotto_core.protocol import ParameterHandle
+from lotto_core.commit import Write, register_native_writer
 
 from . import _host
 
@@ -36,15 +35,21 @@ def zero_pruned(values: list[jax.Array], masks: list[jax.Array]) -> list[jax.Arr
     return _zero_pruned_compiled(values, masks) if written is None else written
 
 
-def write_masks(writes: Sequence[tuple[ParameterHandle, jax.Array]]) -> None:
-    """Each ``(handle, new mask)``: handles that take a ready value (``set_masked``, as
-    the NNX layers' and ``ArrayLayer``'s do) get theirs from one call; others store
-    their mask themselves."""
-    batched, others = [], []
-    for write in writes:
-        (batched if hasattr(write[0], "set_masked") else others).append(write)
-    values = zero_pruned([handle.get_value() for handle, _ in batched], [mask for _, mask in batched])
-    for (handle, mask), value in zip(batched, values, strict=True):
+def write_masks(writes: Sequence[Write]) -> None:
+    """Each ``(handle, new mask, new weight or None)``: handles that take a ready value
+    (``set_masked``, as the NNX layers' and ``ArrayLayer``'s do) get the one the
+    selection wrote, or else theirs from one call; others store their mask themselves."""
+    ready, batched, others = [], [], []
+    for handle, mask, value in writes:
+        if not hasattr(handle, "set_masked"):
+            others.append((handle, mask))
+        elif value is None:
+            batched.append((handle, mask))
+        else:
+            ready.append((handle, mask, value))
+    zeroed = zero_pruned([handle.get_value() for handle, _ in batched], [mask for _, mask in batched])
+    ready += [(handle, mask, value) for (handle, mask), value in zip(batched, zeroed, strict=True)]
+    for handle, mask, value in ready:
         handle.set_masked(mask, value)  # type: ignore[attr-defined]
     for handle, mask in others:
         handle.set_mask(mask)

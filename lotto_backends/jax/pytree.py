@@ -227,13 +227,14 @@ class RandomGroup(PytreeGroup):
 class _LeafHandle:
     """The core's parameter handle over one leaf, for one round: a core group plans and
     writes the round through it, and ``prune`` reads the new mask back and then zeroes
-    the pruned entries of every grouped leaf in one call. (The rewind point is the
-    protocol's; the functional API leaves rewind points to the caller.)"""
+    the pruned entries of every grouped leaf not yet zeroed, in one call. (The rewind
+    point is the protocol's; the functional API leaves rewind points to the caller.)"""
 
     def __init__(self, value: jax.Array, mask: jax.Array) -> None:
         self.value = value
         self.mask = mask
         self.rewind_point = value
+        self.zeroed = False
 
     def get_value(self) -> jax.Array:
         return self.value
@@ -246,6 +247,10 @@ class _LeafHandle:
 
     def set_mask(self, mask: jax.Array) -> None:
         self.mask = mask  # the value is zeroed by prune() once the round is written
+
+    def set_masked(self, mask: jax.Array, value: jax.Array) -> None:
+        """Store ``mask`` and a ``value`` already exactly +0.0 where it is ``False``."""
+        self.mask, self.value, self.zeroed = mask, value, True
 
     def get_rewind_point(self) -> jax.Array:
         return self.rewind_point
@@ -356,9 +361,11 @@ def prune(params: Any, masks: Any, groups: Sequence[PytreeGroup], *, round_index
     Pruner(core).prune()
     values = [leaf.value for leaf in flat]
     new_masks = [leaf.mask for leaf in flat]
-    zeroed = zero_pruned([h.value for h in handles.values()], [h.mask for h in handles.values()])
-    for (i, handle), value in zip(handles.items(), zeroed, strict=True):
-        values[i], new_masks[i] = value, handle.mask
+    left = {i: h for i, h in handles.items() if not h.zeroed}  # leaves the round did not write whole
+    written = zero_pruned([h.value for h in left.values()], [h.mask for h in left.values()])
+    zeroed = dict(zip(left, written, strict=True))
+    for i, handle in handles.items():
+        values[i], new_masks[i] = zeroed.get(i, handle.value), handle.mask
     return treedef.unflatten(values), treedef.unflatten(new_masks)
 
 

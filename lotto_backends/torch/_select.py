@@ -25,7 +25,9 @@ from . import _cpu
 __all__ = ["plan_cuts"]
 
 
-def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[torch.Tensor], p: float) -> list[Cut]:
+def plan_cuts(
+    sources: Sequence[ScoreSource], masks: Sequence[torch.Tensor], p: float, values: bool = False
+) -> list[Cut]:
     """``lotto_core.selection.plan_cuts`` for torch tensors: the same cuts (threshold,
     ties, counts), each carrying its new mask. Registered with the core on import, so
     the core's groups use it for every group of torch tensors; groups the kernels do not
@@ -40,6 +42,9 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[torch.Tensor], p: 
         The parameters' boolean masks (``True`` = kept), in the same order.
     p
         The rate, in [0, 1).
+    values
+        Not taken: torch's writer zeroes each weight in place, which needs no new
+        weight at all.
     """
     group = host_group(sources, masks, _cpu.weight_keys, _cpu.bool_view)
     if group is None:

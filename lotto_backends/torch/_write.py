@@ -12,17 +12,17 @@ from collections.abc import Sequence
 
 import torch
 
-from lotto_core.commit import register_native_writer
-from lotto_core.protocol import ParameterHandle
+from lotto_core.commit import Write, register_native_writer
 
 from . import _cpu
 
 __all__ = ["write_masks"]
 
 
-def write_masks(writes: Sequence[tuple[ParameterHandle, torch.Tensor]]) -> None:
-    """Store each ``(handle, new mask)``, zeroing what the mask prunes."""
-    for handle, mask in writes:
+def write_masks(writes: Sequence[Write]) -> None:
+    """Store each ``(handle, new mask, _)``, zeroing what the mask prunes (torch's
+    planner writes no new weights)."""
+    for handle, mask, _ in writes:
         value = handle.get_value()
         if hasattr(handle, "set_masked") and _cpu.zero_pruned(value, mask):
             handle.set_masked(mask, value)

@@ -90,7 +90,7 @@ def test_a_native_writer_gets_a_groups_new_masks_in_one_call(monkeypatch):
 
     def writer(writes):
         calls.append(len(writes))
-        for handle, mask in writes:
+        for handle, mask, _ in writes:
             handle.set_mask(mask)
 
     monkeypatch.setattr(commit, "_NATIVE_WRITERS", [])
@@ -101,3 +101,52 @@ def test_a_native_writer_gets_a_groups_new_masks_in_one_call(monkeypatch):
     assert int(sum(np.sum(layer.params["w"].mask) for layer in layers)) == 10
     MagnitudePruneGroup([ArrayLayer({"w": np.arange(12.0)})], 0.5).prune()  # not accepted: handle by handle
     assert calls == [2]
+
+
+def _recording_planner(monkeypatch, asked: list[bool], write_values: bool) -> None:
+    """A native planner for NumPy masks: the portable cuts, each with the new weight
+    (pruned entries zeroed) when asked and ``write_values``; records what it was asked."""
+    from dataclasses import replace
+
+    import lotto_core.selection as selection
+
+    def planner(sources, masks, p, values):
+        asked.append(values)
+        cuts = selection.plan_cuts_portable(sources, masks, p)
+        if not (values and write_values):
+            return cuts
+        out = []
+        for source, mask, cut in zip(sources, masks, cuts, strict=True):
+            new_mask = selection.apply_cut(np, source, mask, cut)
+            out.append(replace(cut, values=np.where(new_mask, 100.0 + source.weight, 0.0)))
+        return out
+
+    monkeypatch.setattr(selection, "_NATIVE_PLANNERS", [])
+    selection.register_native_planner(lambda mask: isinstance(mask, np.ndarray), planner)
+
+
+def test_only_a_round_written_right_after_its_plan_asks_for_new_weights(monkeypatch):
+    from lotto_core import Pruner
+
+    asked: list[bool] = []
+    _recording_planner(monkeypatch, asked, write_values=False)
+    layers = [ArrayLayer({"w": np.arange(1.0, 11.0)}) for _ in range(3)]
+    MagnitudePruneGroup(layers[:1], 0.5).prune()
+    Pruner([MagnitudePruneGroup(layers[1:2], 0.5)]).prune()
+    Pruner([MagnitudePruneGroup(layers[1:2], 0.5), MagnitudePruneGroup(layers[2:], 0.5)]).prune()
+    LayerwiseMagnitudePruneGroup(layers[2:], 0.5).prune()
+    # a lone group writes right after planning; two groups would hold both rounds' weights at once
+    assert asked == [True, True, False, False, True]
+    np.testing.assert_array_equal(layers[0]["w"], [0, 0, 0, 0, 0, 6, 7, 8, 9, 10])
+
+
+def test_new_weights_from_the_planner_are_stored_with_their_masks(monkeypatch):
+    import lotto_core.commit as commit
+
+    _recording_planner(monkeypatch, [], write_values=True)
+    monkeypatch.setattr(commit, "_NATIVE_WRITERS", [])
+    layer = ArrayLayer({"w": np.arange(1.0, 11.0)})
+    MagnitudePruneGroup([layer], 0.3).prune()
+    # the planner's weights (offset by 100 where kept, so they are told apart) are stored as written
+    np.testing.assert_array_equal(layer["w"], [0, 0, 0, 104, 105, 106, 107, 108, 109, 110])
+    np.testing.assert_array_equal(layer.params["w"].mask, np.arange(10) >= 3)

@@ -191,7 +191,7 @@ def test_float64_weights_are_selected_in_float64(xp, device):
 def test_a_native_planner_takes_the_groups_it_accepts(monkeypatch):
     calls = []
 
-    def planner(sources, masks, p):
+    def planner(sources, masks, p, values):
         calls.append(len(masks))
         return selection.plan_cuts_portable(sources, masks, p)
 

@@ -1,9 +1,12 @@
 """The host kernels' framework-free parts on plain NumPy arrays: they load no
 framework, their key formats read back the floats they stand for, their buffers are
-aligned for XLA to adopt, and their thread pool survives a fork."""
+aligned for XLA to adopt and recycled only once released, and their thread pool
+survives a fork."""
 
 from __future__ import annotations
 
+import gc
+import mmap
 import subprocess
 import sys
 import textwrap
@@ -11,7 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from lotto_backends._host import pool
+from lotto_backends._host import buffers
 from lotto_backends._host.search import FORMATS, HostParam, select
 from lotto_core import MagnitudePruneGroup
 from lotto_core.array_layer import ArrayLayer
@@ -59,12 +62,48 @@ def test_selection_on_numpy_views_equals_the_core() -> None:
 
 @pytest.mark.parametrize("size", [1, 7, 1 << 20])
 @pytest.mark.parametrize("dtype", [bool, np.int16, np.int32, np.int64])
-def test_buffers_start_on_64_bytes(size: int, dtype: type) -> None:
-    buffer = pool.aligned_empty(size, dtype)
+def test_buffers_are_page_aligned_and_writeable(size: int, dtype: type) -> None:
+    buffer = buffers.new(size, dtype)
     assert buffer.shape == (size,)
     assert buffer.dtype == dtype
-    assert buffer.ctypes.data % 64 == 0
+    assert buffer.ctypes.data % mmap.PAGESIZE == 0  # XLA adopts 64-byte aligned buffers
     assert buffer.flags.writeable
+    buffer[:] = 1
+
+
+def test_a_buffer_is_reused_only_once_nothing_views_it() -> None:
+    buffers.release()
+    first = buffers.new(5000, np.int32)
+    address = first.ctypes.data
+    view = first.view(np.float32).reshape(50, 100)[::2]  # a view of a view: still keeps it
+    del first
+    gc.collect()
+    assert buffers.held() == 0
+    other = buffers.new(5000, np.int32)
+    assert other.ctypes.data != address
+    del view
+    gc.collect()
+    assert buffers.held() > 0
+    again = buffers.new(5000, np.int32)
+    assert again.ctypes.data == address
+    del other, again
+    gc.collect()
+    buffers.release()
+    assert buffers.held() == 0
+
+
+def test_the_free_list_holds_at_most_what_was_out_at_once() -> None:
+    buffers.release()
+    for _ in range(50):  # one at a time: the free list never needs more than one
+        buffers.new(1 << 16, np.int64)
+        gc.collect()
+    assert buffers.held() <= buffers.peak()
+    many = [buffers.new(1 << 16, np.int64) for _ in range(3)]
+    peak = buffers.peak()
+    del many
+    gc.collect()
+    assert buffers.held() <= peak
+    buffers.release()
 
 
 def _run(code: str) -> str:
@@ -93,7 +132,7 @@ def test_the_pool_works_in_a_forked_child() -> None:
         """
         import os
         import numpy as np
-        from lotto_backends._host import pool
+        from lotto_backends._host import buffers, pool
         from lotto_backends._host.search import FORMATS, HostParam, select
         keys = np.random.default_rng(0).standard_normal(5000).astype(np.float32).view(np.int32)
         pool.CHUNK = 100

@@ -72,12 +72,18 @@ def _same_as_core(values: list[np.ndarray], masks: list[np.ndarray], p: float) -
         with pytest.raises(ValueError, match=re.escape(str(e))):
             plan_cuts([MagnitudeScores(jnp.asarray(v)) for v in values], [jnp.asarray(m) for m in masks], p)
         return
-    got = plan_cuts([MagnitudeScores(jnp.asarray(v)) for v in values], [jnp.asarray(m) for m in masks], p)
+    arrays = [jnp.asarray(v) for v in values]
+    got = plan_cuts([MagnitudeScores(a) for a in arrays], [jnp.asarray(m) for m in masks], p, values=True)
     assert got == want  # threshold, ties, tied, pruned, everything
-    for v, m, g, w in zip(values, masks, got, want, strict=True):
+    for v, a, m, g, w in zip(values, arrays, masks, got, want, strict=True):
         expected = apply_cut(np_xp, MagnitudeScores(v), m, w)
         actual = np.asarray(g.mask) if g.mask is not None else (np.zeros_like(m) if g.everything else m)
         np.testing.assert_array_equal(actual, expected)
+        if g.values is not None:  # the new weight the host kernels wrote: bit for bit, pruned entries +0.0
+            assert (g.values.shape, g.values.dtype, g.values.sharding) == (a.shape, a.dtype, a.sharding)
+            np.testing.assert_array_equal(
+                np.asarray(g.values).view(np.int32), np.where(expected, v, np.float32(0)).view(np.int32)
+            )
 
 
 @given(case=groups())
@@ -96,6 +102,19 @@ def test_selection_matches_the_core_with_many_passes(
     monkeypatch.setattr(host_search, "_MIN_BAND", 2)
     monkeypatch.setattr(host_search, "_SAMPLE_SIZE", 4)
     _same_as_core(*case)
+
+
+def test_the_host_kernels_write_new_weights_only_when_asked(path: str) -> None:
+    rng = np.random.default_rng(3)
+    weights = [jnp.asarray(rng.standard_normal(s).astype(np.float32)) for s in [(40, 30), (500,)]]
+    masks = [jnp.asarray(rng.random(w.shape) < 0.8) for w in weights]
+    sources = [MagnitudeScores(w) for w in weights]
+    asked = plan_cuts(sources, masks, 0.3, values=True)
+    assert all(c.values is None for c in plan_cuts(sources, masks, 0.3))
+    assert all((c.values is not None) == (path == "host") for c in asked)  # the XLA passes write none
+    for w, c in zip(weights, asked, strict=True):
+        if c.values is not None:
+            np.testing.assert_array_equal(np.asarray(c.values), np.where(np.asarray(c.mask), np.asarray(w), 0))
 
 
 def test_ties_split_inside_a_parameter_and_across_parameters(path: str) -> None:
