@@ -1,6 +1,6 @@
 """The buffers the kernels write their results into (new masks, new JAX weights),
-recycled: a buffer that everything has released goes back to a free list, and the next
-buffer of the same size reuses its pages.
+recycled from 1 MiB up: a buffer that everything has released goes back to a free
+list, and the next buffer of the same size reuses its pages.
 
 A prune writes new masks and, for JAX, new weights: 167 MB for 33.5M float32 weights.
 Fresh memory costs a page fault and a zeroed page per 4 KiB (or 2 MiB) the first time
@@ -32,6 +32,8 @@ import numpy as np
 __all__ = ["held", "new", "peak", "release", "sparse"]
 
 _HUGE = 4 << 20  # NumPy asks for transparent huge pages from this size up; so do these
+_RECYCLED = 1 << 20  # bytes from which buffers are mapped and recycled
+_ALIGN = 64  # XLA's CPU client adopts a NumPy buffer without a copy when it is this aligned
 _lock = threading.RLock()  # re-entrant: a garbage collection inside ``new`` may release a buffer
 _free: dict[int, list[mmap.mmap]] = {}
 _bytes = {"free": 0, "out": 0, "peak": 0}
@@ -65,9 +67,17 @@ def _advise(pages: mmap.mmap, advice: str) -> None:
 
 
 def new(size: int, dtype: Any) -> np.ndarray:
-    """A flat array of ``size`` entries of ``dtype`` (contents undefined), page aligned:
-    recycled pages where a released buffer of its length is free, else fresh ones."""
-    length = _length(size * np.dtype(dtype).itemsize)
+    """A flat array of ``size`` entries of ``dtype`` (contents undefined), 64-byte
+    aligned. From ``_RECYCLED`` bytes up it is page aligned, on recycled pages where a
+    released buffer of its length is free, else on fresh ones; a smaller one comes from
+    the C allocator, which reuses small blocks itself (and a mapping each could run into
+    the system's limit on their number)."""
+    nbytes = size * np.dtype(dtype).itemsize
+    if nbytes < _RECYCLED:
+        raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+        start = -raw.ctypes.data % _ALIGN
+        return raw[start : start + nbytes].view(dtype)
+    length = _length(nbytes)
     with _lock:
         free = _free.get(length)
         pages = free.pop() if free else None

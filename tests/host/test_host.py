@@ -60,31 +60,33 @@ def test_selection_on_numpy_views_equals_the_core() -> None:
         np.testing.assert_array_equal(cut.mask, layer.params["w"].mask.reshape(-1))
 
 
-@pytest.mark.parametrize("size", [1, 7, 1 << 20])
+@pytest.mark.parametrize("size", [1, 7, 1 << 20, (1 << 20) + 3])
 @pytest.mark.parametrize("dtype", [bool, np.int16, np.int32, np.int64])
-def test_buffers_are_page_aligned_and_writeable(size: int, dtype: type) -> None:
+def test_buffers_are_aligned_and_writeable(size: int, dtype: type) -> None:
     buffer = buffers.new(size, dtype)
     assert buffer.shape == (size,)
     assert buffer.dtype == dtype
-    assert buffer.ctypes.data % mmap.PAGESIZE == 0  # XLA adopts 64-byte aligned buffers
+    assert buffer.ctypes.data % 64 == 0  # XLA adopts 64-byte aligned buffers without a copy
+    if buffer.nbytes >= buffers._RECYCLED:
+        assert buffer.ctypes.data % mmap.PAGESIZE == 0
     assert buffer.flags.writeable
     buffer[:] = 1
 
 
 def test_a_buffer_is_reused_only_once_nothing_views_it() -> None:
     buffers.release()
-    first = buffers.new(5000, np.int32)
+    first = buffers.new(1 << 20, np.int32)
     address = first.ctypes.data
-    view = first.view(np.float32).reshape(50, 100)[::2]  # a view of a view: still keeps it
+    view = first.view(np.float32).reshape(1024, 1024)[::2]  # a view of a view: still keeps it
     del first
     gc.collect()
     assert buffers.held() == 0
-    other = buffers.new(5000, np.int32)
+    other = buffers.new(1 << 20, np.int32)
     assert other.ctypes.data != address
     del view
     gc.collect()
     assert buffers.held() > 0
-    again = buffers.new(5000, np.int32)
+    again = buffers.new(1 << 20, np.int32)
     assert again.ctypes.data == address
     del other, again
     gc.collect()
@@ -95,10 +97,10 @@ def test_a_buffer_is_reused_only_once_nothing_views_it() -> None:
 def test_the_free_list_holds_at_most_what_was_out_at_once() -> None:
     buffers.release()
     for _ in range(50):  # one at a time: the free list never needs more than one
-        buffers.new(1 << 16, np.int64)
+        buffers.new(1 << 17, np.int64)
         gc.collect()
-    assert buffers.held() <= buffers.peak()
-    many = [buffers.new(1 << 16, np.int64) for _ in range(3)]
+    assert 0 < buffers.held() <= buffers.peak()
+    many = [buffers.new(1 << 17, np.int64) for _ in range(3)]
     peak = buffers.peak()
     del many
     gc.collect()
