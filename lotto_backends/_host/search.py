@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -387,6 +387,6 @@ def select(
     if k == sum(kept):
         return [Cut(threshold=math.inf, ties=0, tied=0, pruned=n, everything=True) for n in kept]
     # a mask that keeps every entry is left out of the passes
-    lean = [HostParam(q.keys, q.mask if n < q.keys.size else None, q.weight) for q, n in zip(params, kept, strict=True)]
+    lean = [q if n < q.keys.size else replace(q, mask=None) for q, n in zip(params, kept, strict=True)]
     floor = fmt.smallest_normal if flush_subnormals and fmt.exponent_bits >= 8 else 0
     return _Search(kernels, lean, fmt, kept, k, threads, floor, values).run()
