@@ -7,6 +7,7 @@ is what the tests and the benchmark use to drive the core directly.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,6 +24,22 @@ def _copy(x: Array) -> Array:
     return xp.asarray(x, copy=True)
 
 
+def _check_mask(mask: Array, value: Array) -> None:
+    """Raise unless ``mask`` is a boolean array of ``value``'s kind, shape and device."""
+    try:
+        xp = array_namespace(mask, value)
+    except TypeError:
+        raise TypeError(
+            f"mask must be an array of the weight's kind ({type(value).__name__}), got {type(mask).__name__}"
+        ) from None
+    if mask.dtype != xp.bool:
+        raise TypeError(f"mask must be boolean, got dtype {mask.dtype}")
+    if tuple(mask.shape) != tuple(value.shape):
+        raise ValueError(f"mask has shape {tuple(mask.shape)}, the weight has {tuple(value.shape)}")
+    if device(mask) != device(value):
+        raise ValueError(f"mask is on device {device(mask)}, the weight is on {device(value)}")
+
+
 class ArrayParameter:
     """One array with an optional boolean mask and a rewind point (a copy of the value
     it was created with). Works for immutable arrays (JAX) by replacing, never mutating."""
@@ -37,12 +54,18 @@ class ArrayParameter:
         return self.value
 
     def set_value(self, value: Array) -> None:
-        self.value = value
+        """Write ``value`` into the array in place where it can be written (the user's
+        NumPy or torch array stays the layer's), else replace it (JAX)."""
+        if is_writeable_array(self.value) and tuple(value.shape) == tuple(self.value.shape):
+            self.value[...] = value
+        else:
+            self.value = value
 
     def get_mask(self) -> Array | None:
         return self.mask
 
     def set_mask(self, mask: Array) -> None:
+        _check_mask(mask, self.value)
         xp = array_namespace(self.value)
         if is_numpy_array(self.value) or is_torch_array(self.value):
             # in place; a uint8 operand is far cheaper to multiply by than a bool one
@@ -76,6 +99,21 @@ class ArrayParameter:
         return f"ArrayParameter({kind}, shape={tuple(self.value.shape)})"
 
 
+_WRAPPED: weakref.WeakValueDictionary[int, ArrayParameter] = weakref.WeakValueDictionary()
+
+
+def _shared(value: Array, *, prunable: bool) -> ArrayParameter:
+    """The ``ArrayParameter`` of ``value``: one already made for this very array by
+    another ``ArrayLayer`` (a shared, tied array: one mask, one rewind point), else a new
+    one."""
+    known = _WRAPPED.get(id(value))
+    if known is not None and known.value is value and (known.mask is not None) == prunable:
+        return known
+    param = ArrayParameter(value, prunable=prunable)
+    _WRAPPED[id(value)] = param
+    return param
+
+
 class ArrayLayer:
     """A prunable layer made of named arrays.
 
@@ -107,7 +145,7 @@ class ArrayLayer:
             if name in names and value.ndim == 0:
                 raise ValueError(f"params[{name!r}] is 0-d; a prunable array needs at least one dimension")
         self.params: dict[str, ArrayParameter] = {
-            name: ArrayParameter(value, prunable=name in names) for name, value in params.items()
+            name: _shared(value, prunable=name in names) for name, value in params.items()
         }
 
     def parameter_handles(self) -> Mapping[str, ArrayParameter]:

@@ -104,8 +104,12 @@ class PruneGroup(ABC):
         """The group's prunable parameters with their current weights and masks,
         checked to be boolean masks matching their weights."""
         out = []
+        seen: set[int] = set()
         for i, layer in enumerate(self.layers):
             for name, handle, mask in prunable_handles(layer):
+                if id(mask) in seen:  # a parameter shared by two layers is one weight, counted once
+                    continue
+                seen.add(id(mask))
                 weight = handle.get_value()
                 xp = array_namespace(weight, mask)
                 where = f"layers[{i}].{name}"
@@ -204,8 +208,10 @@ class RandomPruneGroup(PruneGroup):
     """
 
     def __init__(self, layers: Sequence[PrunableLayer], p: float, *, seed: int = 0) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise TypeError(f"seed must be a non-negative int, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be a non-negative int, got {type(seed).__name__} {seed!r}")
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         super().__init__(layers, p)
         self.seed = seed
 

@@ -23,6 +23,12 @@ __all__ = ["Pruner"]
 _FORMAT = "lotto.pruner/1"
 
 
+def _mask_ids(layer: PrunableLayer) -> list[int]:
+    """Identities of a layer's masks: a parameter shared by several layers (tied
+    weights) has one mask object, so one identity."""
+    return [id(mask) for _, _, mask in prunable_handles(layer)]
+
+
 def _check_groups(groups: object) -> tuple[PruneGroup, ...]:
     if isinstance(groups, PruneGroup):
         raise TypeError("groups must be a sequence of prune groups; wrap a single group in a list")
@@ -41,7 +47,28 @@ def _check_groups(groups: object) -> tuple[PruneGroup, ...]:
                     f"groups[{g}].layers[{i}] is already in groups[{g0}].layers[{i0}]: a layer belongs to one group"
                 )
             owner[id(layer)] = (g, i)
+    masks: dict[int, int] = {}
+    for g, group in enumerate(groups):
+        for i, layer in enumerate(group.layers):
+            for m in _mask_ids(layer):
+                if masks.setdefault(m, g) != g:
+                    raise ValueError(
+                        f"groups[{g}].layers[{i}] shares a parameter with a layer of groups[{masks[m]}]: "
+                        "a parameter belongs to one group"
+                    )
     return tuple(groups)
+
+
+def _check_others(others: object, groups: tuple[PruneGroup, ...]) -> tuple[PrunableLayer, ...]:
+    if not isinstance(others, Sequence) or isinstance(others, str):
+        raise TypeError(f"others must be a sequence of prunable layers, got {type(others).__name__}")
+    grouped = {id(layer) for group in groups for layer in group.layers}
+    for i, layer in enumerate(others):
+        if not isinstance(layer, PrunableLayer):
+            raise TypeError(f"others[{i}] is a {type(layer).__name__}, not a prunable layer")
+        if id(layer) in grouped:
+            raise ValueError(f"others[{i}] is in a group already")
+    return tuple(others)
 
 
 class Pruner:
@@ -50,7 +77,11 @@ class Pruner:
     Parameters
     ----------
     groups
-        The prune groups; a layer may belong to one group only.
+        The prune groups; a layer (and a parameter) may belong to one group only.
+    others
+        Layers outside the groups that ``rewind()`` restores and ``set_rewind_point()``
+        moves too, and whose rewind points ``state_dict()`` saves: the rest of the model,
+        as the adapters' ``Pruner(groups, model=...)`` builds it.
 
     Examples
     --------
@@ -66,14 +97,19 @@ class Pruner:
     0.8
     """
 
-    def __init__(self, groups: Sequence[PruneGroup]) -> None:
+    def __init__(self, groups: Sequence[PruneGroup], *, others: Sequence[PrunableLayer] = ()) -> None:
         self.groups = _check_groups(groups)
+        self.others = _check_others(others, self.groups)
         self.rounds = 0
 
     def layers(self) -> Iterator[PrunableLayer]:
         """Every grouped layer, group by group."""
         for group in self.groups:
             yield from group.layers
+
+    def _rewound_layers(self) -> Iterator[PrunableLayer]:
+        yield from self.layers()
+        yield from self.others
 
     def prune(self) -> None:
         """Prune one round of every group. All groups decide before any mask changes,
@@ -86,9 +122,9 @@ class Pruner:
         self.rounds += 1
 
     def rewind(self) -> None:
-        """Restore every parameter of every grouped layer (weights masked, biases too) to
-        its rewind point."""
-        for layer in self.layers():
+        """Restore every parameter of every grouped layer (weights masked, biases too),
+        and of the ``others``, to its rewind point."""
+        for layer in self._rewound_layers():
             for handle in layer.parameter_handles().values():
                 handle.set_value(_rewound(handle))
 
@@ -98,25 +134,30 @@ class Pruner:
         self.rewind()
 
     def set_rewind_point(self) -> None:
-        """Make the current values of every grouped layer the point that ``rewind()``
-        returns to (late rewinding: call it after k training steps)."""
-        for layer in self.layers():
+        """Make the current values of every grouped layer, and of the ``others``, the point
+        that ``rewind()`` returns to (late rewinding: call it after k training steps)."""
+        for layer in self._rewound_layers():
             for handle in layer.parameter_handles().values():
                 handle.set_rewind_point(handle.get_value())
 
     def report(self) -> SparsityReport:
         """Kept and total weights of every prunable parameter, and in total."""
         rows = []
+        seen: set[int] = set()
         for g, group in enumerate(self.groups):
             for i, layer in enumerate(group.layers):
                 for name, _, mask in prunable_handles(layer):
+                    if id(mask) in seen:  # a shared parameter counts once
+                        continue
+                    seen.add(id(mask))
                     kept = count_true(array_namespace(mask), mask)
                     rows.append(ParameterSparsity(g, i, type(layer).__name__, name, kept, math.prod(mask.shape)))
         return SparsityReport(self.rounds, tuple(rows))
 
     def state_dict(self) -> dict[str, Any]:
-        """The pruner's whole state: round counters, and per grouped layer its masks and
-        rewind points (the layers' own arrays, not copies)."""
+        """The pruner's whole state: round counters, and per grouped layer (and per
+        layer of ``others``) its masks and rewind points, as copies: a state, once
+        taken, does not change when the pruner or the model does."""
         return {
             "format": _FORMAT,
             "rounds": self.rounds,
@@ -124,16 +165,11 @@ class Pruner:
                 {
                     "config": group.config(),
                     "rounds": group.rounds,
-                    "layers": [
-                        {
-                            "masks": {n: mask for n, _, mask in prunable_handles(layer)},
-                            "rewind": {n: h.get_rewind_point() for n, h in layer.parameter_handles().items()},
-                        }
-                        for layer in group.layers
-                    ],
+                    "layers": [_layer_state(layer) for layer in group.layers],
                 }
                 for group in self.groups
             ],
+            "others": [_layer_state(layer) for layer in self.others],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -154,6 +190,17 @@ class Pruner:
         for group, saved in zip(self.groups, state["groups"], strict=True):
             group.rounds = saved["rounds"]
         self.rounds = state["rounds"]
+
+
+def _copy(x: Array) -> Array:
+    return array_namespace(x).asarray(x, copy=True)
+
+
+def _layer_state(layer: PrunableLayer) -> dict[str, dict[str, Array]]:
+    return {
+        "masks": {n: _copy(mask) for n, _, mask in prunable_handles(layer)},
+        "rewind": {n: _copy(h.get_rewind_point()) for n, h in layer.parameter_handles().items()},
+    }
 
 
 def _rewound(handle: ParameterHandle) -> Array:
@@ -208,19 +255,34 @@ def _check_state(pruner: Pruner, state: Any) -> list[tuple[ParameterHandle, Arra
         if not isinstance(layers, Sequence) or len(layers) != len(group.layers):
             raise ValueError(f"state['groups'][{g}] does not have {len(group.layers)} layers")
         for i, (layer, entry) in enumerate(zip(group.layers, layers, strict=True)):
-            where = f"state['groups'][{g}]['layers'][{i}]"
-            handles = layer.parameter_handles()
-            masked = {n for n, _, _ in prunable_handles(layer)}
-            masks, rewind = entry.get("masks", {}), entry.get("rewind", {})
-            if set(masks) != masked or set(rewind) != set(handles):
-                raise ValueError(
-                    f"{where} holds masks {sorted(masks)} and rewind points {sorted(rewind)}; "
-                    f"the layer has masks {sorted(masked)} and parameters {sorted(handles)}"
-                )
-            for name, handle in handles.items():
-                value = handle.get_value()
-                _check_array(f"{where}['rewind'][{name!r}]", rewind[name], value, boolean=False)
-                if name in masked:
-                    _check_array(f"{where}['masks'][{name!r}]", masks[name], value, boolean=True)
-                writes.append((handle, masks.get(name), rewind[name]))
+            writes += _check_layer_state(f"state['groups'][{g}]['layers'][{i}]", layer, entry)
+    others = state.get("others", [])
+    if not isinstance(others, Sequence) or len(others) != len(pruner.others):
+        n = len(others) if isinstance(others, Sequence) else others
+        raise ValueError(f"state has {n} other layers, the pruner has {len(pruner.others)}")
+    for i, (layer, entry) in enumerate(zip(pruner.others, others, strict=True)):
+        writes += _check_layer_state(f"state['others'][{i}]", layer, entry)
+    return writes
+
+
+def _check_layer_state(
+    where: str, layer: PrunableLayer, entry: Any
+) -> list[tuple[ParameterHandle, Array | None, Array]]:
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{where} must be a mapping with 'masks' and 'rewind', got {type(entry).__name__}")
+    handles = layer.parameter_handles()
+    masked = {n for n, _, _ in prunable_handles(layer)}
+    masks, rewind = entry.get("masks", {}), entry.get("rewind", {})
+    if set(masks) != masked or set(rewind) != set(handles):
+        raise ValueError(
+            f"{where} holds masks {sorted(masks)} and rewind points {sorted(rewind)}; "
+            f"the layer has masks {sorted(masked)} and parameters {sorted(handles)}"
+        )
+    writes = []
+    for name, handle in handles.items():
+        value = handle.get_value()
+        _check_array(f"{where}['rewind'][{name!r}]", rewind[name], value, boolean=False)
+        if name in masked:
+            _check_array(f"{where}['masks'][{name!r}]", masks[name], value, boolean=True)
+        writes.append((handle, masks.get(name), rewind[name]))
     return writes

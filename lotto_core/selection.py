@@ -397,10 +397,44 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[Array], p: float, 
     list of Cut
         One per parameter; ``apply_cut`` turns each into the new mask.
     """
+    live = [i for i, m in enumerate(masks) if math.prod(m.shape) > 0]
+    if len(live) < len(masks):  # an empty parameter is pruned as if it were not there
+        cuts = [_NOTHING] * len(masks)
+        if live:
+            inner = plan_cuts([sources[i] for i in live], [masks[i] for i in live], p, values=values)
+            for i, cut in zip(live, inner, strict=True):
+                cuts[i] = cut
+        return cuts
+    cuts = _planner(masks[0])(sources, masks, p, values)
+    if any(cut.everything for cut in cuts):
+        _refuse_kept_nan(sources, masks)
+    return cuts
+
+
+def _planner(mask: Array) -> Planner:
     for accepts, planner in _NATIVE_PLANNERS:
-        if accepts(masks[0]):
-            return planner(sources, masks, p, values)
-    return plan_cuts_portable(sources, masks, p)
+        if accepts(mask):
+            return planner
+    return lambda sources, masks, p, values: plan_cuts_portable(sources, masks, p)
+
+
+def _refuse_kept_nan(sources: Sequence[ScoreSource], masks: Sequence[Array]) -> None:
+    """Raise if a round that prunes every kept weight would prune a kept NaN score (a
+    kept NaN is never pruned, whatever the count)."""
+    xp = array_namespace(*masks)
+    nan = 0
+    for src, mask in zip(sources, masks, strict=True):
+        flat = xp.reshape(mask, (-1,))
+        for start in range(0, src.size, _CHUNK):
+            stop = min(start + _CHUNK, src.size)
+            s = src.flat(start, stop)
+            nan += count_true(xp, xp.isnan(s) & flat[start:stop])
+    if nan:
+        kept = sum(count_true(xp, m) for m in masks)
+        raise ValueError(
+            f"only {kept - nan} kept scores are comparable (the rest are NaN); cannot prune {kept}: "
+            "a kept NaN is never pruned"
+        )
 
 
 def plan_cuts_portable(sources: Sequence[ScoreSource], masks: Sequence[Array], p: float) -> list[Cut]:

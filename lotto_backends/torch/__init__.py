@@ -9,7 +9,7 @@ Examples
 >>> from lotto_backends.torch import MagnitudePruneGroup, PrunableLinear, Pruner
 >>> _ = torch.manual_seed(0)
 >>> m = nn.Sequential(PrunableLinear(8, 4), nn.ReLU(), nn.Linear(4, 2))
->>> pruner = Pruner([MagnitudePruneGroup([m[0]], 0.5)])
+>>> pruner = Pruner([MagnitudePruneGroup([m[0]], 0.5)], model=m)
 >>> pruner.prune_and_rewind()
 >>> int(m[0].weight_mask.sum()), int((m[0].weight == 0).sum())
 (16, 16)
@@ -19,21 +19,23 @@ from lotto_core import (
     LayerwiseMagnitudePruneGroup,
     MagnitudePruneGroup,
     PruneGroup,
-    Pruner,
     RandomPruneGroup,
     SparsityReport,
 )
 
 from . import _select, _write, layers  # the core's groups select and write CPU tensors with fused kernels
-from .convert import make_prunable
+from ._masking import remask
+from .convert import dense_layers, make_prunable
 from .layers import *  # noqa: F403  (the Prunable* classes)
-from .layers import PRUNABLE_TYPES, PrunableModule, TorchParameterHandle
+from .layers import PRUNABLE_TYPES, PrunableModule, TorchParameterHandle, register_prunable
+from .pruner import ModelRest, Pruner
 from .sparse import SparseLinear, SparseStored, sparsify, to_scipy
 
 __all__ = [
     "PRUNABLE_TYPES",
     "LayerwiseMagnitudePruneGroup",
     "MagnitudePruneGroup",
+    "ModelRest",
     "PrunableModule",
     "PruneGroup",
     "Pruner",
@@ -42,7 +44,10 @@ __all__ = [
     "SparseStored",
     "SparsityReport",
     "TorchParameterHandle",
+    "dense_layers",
     "make_prunable",
+    "register_prunable",
+    "remask",
     "sparsify",
     "to_scipy",
     *(cls.__name__ for cls in PRUNABLE_TYPES.values()),

@@ -31,10 +31,23 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from . import _cpu
 
-__all__ = ["buffer_key", "mark_clean", "remask", "remask_if_changed", "zero_pruned"]
+__all__ = [
+    "buffer_key",
+    "check_mask",
+    "hold",
+    "holder",
+    "mark_clean",
+    "remask",
+    "remask_if_changed",
+    "zero_pruned",
+]
 
 # parameter -> (layer that holds its mask, parameter's dotted name)
 _MASKED: WeakIdKeyDictionary = WeakIdKeyDictionary()
+# parameter -> (layer that holds its rewind point and mask, if any; dotted name): the
+# first prunable layer that took the parameter. A parameter shared by several modules
+# (tied embeddings) has its one mask and rewind point there.
+_HELD: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 def buffer_key(name: str) -> str:
@@ -43,14 +56,43 @@ def buffer_key(name: str) -> str:
     return name.replace(".", "_")
 
 
+def holder(param: torch.Tensor) -> tuple[nn.Module, str] | None:
+    """The live layer that holds ``param``'s mask and rewind point, and its name there."""
+    entry = _HELD.get(param)
+    layer = None if entry is None else entry[0]()
+    return None if layer is None else (layer, entry[1])
+
+
+def hold(layer: nn.Module, name: str, param: torch.Tensor) -> None:
+    """Record that ``layer`` holds ``param``'s mask and rewind point."""
+    _HELD[param] = (weakref.ref(layer), name)
+
+
 def mark_clean(layer: nn.Module, name: str, param: torch.Tensor) -> None:
-    """Record that ``param`` is masked as of now, and register it for the optimizer hook."""
-    layer._lotto_versions[name] = param._version
+    """Record that ``param`` is masked as of now (its version, and the mask's identity
+    and version), and register it for the optimizer hook."""
+    mask = _mask_of(layer, name)
+    layer._lotto_versions[name] = (param._version, mask, mask._version)
     _MASKED[param] = (weakref.ref(layer), name)
 
 
 def _mask_of(layer: nn.Module, name: str) -> torch.Tensor:
-    return layer.get_buffer(buffer_key(name) + "_mask")
+    mask: torch.Tensor = layer.get_buffer(buffer_key(name) + "_mask")
+    return mask
+
+
+def check_mask(mask: object, param: torch.Tensor, where: str) -> torch.Tensor:
+    """``mask`` if it is a boolean tensor of ``param``'s exact shape on its device; else
+    a ``TypeError``/``ValueError`` naming ``where``."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{where} must be a torch.Tensor of dtype torch.bool, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{where} must have dtype torch.bool, got {mask.dtype}")
+    if tuple(mask.shape) != tuple(param.shape):
+        raise ValueError(f"{where} has shape {tuple(mask.shape)}, the parameter has {tuple(param.shape)}")
+    if mask.device != param.device:
+        raise ValueError(f"{where} is on {mask.device}, the parameter is on {param.device}")
+    return mask
 
 
 def zero_pruned(param: torch.Tensor, mask: torch.Tensor) -> None:
@@ -64,7 +106,7 @@ def zero_pruned(param: torch.Tensor, mask: torch.Tensor) -> None:
             param.masked_fill_(torch.logical_not(mask), 0)
 
 
-def remask(layer: nn.Module, name: str, param: torch.Tensor) -> None:
+def _remultiply(layer: nn.Module, name: str, param: torch.Tensor) -> None:
     """Multiply ``param`` in place by its mask (pruned entries become 0)."""
     with torch.no_grad():
         param.mul_(_mask_of(layer, name).view(torch.uint8))
@@ -72,10 +114,43 @@ def remask(layer: nn.Module, name: str, param: torch.Tensor) -> None:
 
 
 def remask_if_changed(layer: nn.Module, _args: Any) -> None:
-    """Forward pre-hook: re-zero each masked parameter that changed since it was masked."""
-    for name, param in layer._lotto_masked_parameters():
-        if layer._lotto_versions.get(name) != param._version or param not in _MASKED:
-            remask(layer, name, param)
+    """Forward pre-hook: re-zero each masked parameter that changed since it was masked,
+    and apply a mask that was edited in place, assigned or loaded since then (checked
+    first: a broken mask raises before anything is written).
+
+    A compiled forward skips it (``torch.compile`` cannot trace version counters without a
+    graph break): there the optimizer hook keeps pruned weights at zero, and a mask or
+    weight edited by hand takes effect at the next optimizer step or ``remask(model)``."""
+    if torch.compiler.is_compiling():
+        return
+    for owner, name, param in layer._lotto_masked_parameters():
+        seen = owner._lotto_versions.get(name)
+        mask = _mask_of(owner, name)
+        if seen is not None and seen[1] is mask and seen[2] == mask._version:
+            if seen[0] != param._version or param not in _MASKED:
+                _remultiply(owner, name, param)
+            continue
+        _apply_mask(owner, name, param)
+
+
+def _apply_mask(owner: nn.Module, name: str, param: torch.Tensor) -> None:
+    mask = _mask_of(owner, name)
+    check_mask(mask, param, f"{type(owner).__name__}.{buffer_key(name)}_mask")
+    zero_pruned(param, mask)  # exact +0.0 wherever it prunes
+    mark_clean(owner, name, param)
+
+
+def remask(model: nn.Module) -> None:
+    """Apply every mask of ``model``'s prunable layers to its weight now: pruned entries
+    become exactly +0.0. A forward call does this by itself for masks and weights edited
+    by hand; a compiled forward does not (see ``remask_if_changed``), so call it after
+    such edits when the model runs under ``torch.compile``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for layer in model.modules():
+        if hasattr(layer, "_lotto_masked_parameters"):
+            for owner, name, param in layer._lotto_masked_parameters():
+                _apply_mask(owner, name, param)
 
 
 def _after_optimizer_step(optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:

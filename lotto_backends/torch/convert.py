@@ -1,44 +1,161 @@
-"""Converting the layers of an existing model in place."""
+"""Converting the layers of an existing model in place, and saying which stay dense."""
 
 from __future__ import annotations
 
+import fnmatch
+import warnings
+from collections.abc import Callable, Sequence
+
 from torch import nn
 
-from .layers import PRUNABLE_TYPES, PrunableModule
+from .layers import PrunableModule, twin_class
 
-__all__ = ["make_prunable"]
+__all__ = ["Selector", "dense_layers", "make_prunable"]
+
+Selector = type[nn.Module] | str | Callable[[str, nn.Module], bool]
+"""Picks modules: a module type (its instances and subclasses'), a glob over qualified
+names (``"transformer.h.*.attn.*"``), or a predicate ``(qualified name, module) -> bool``."""
 
 
-def make_prunable(model: nn.Module) -> nn.Module:
-    """Replace every supported layer of ``model`` (at any depth) by its prunable twin,
-    keeping its parameters, and return the model. Layers that already are prunable, and
-    the submodules of a converted layer, are left as they are. A supported model itself
-    is returned as its twin.
+def _selects(selectors: Selector | Sequence[Selector] | None, name: str, module: nn.Module) -> bool:
+    if selectors is None:
+        return False
+    if isinstance(selectors, type | str) or callable(selectors):
+        selectors = [selectors]
+    for s in selectors:
+        if isinstance(s, type):
+            if isinstance(module, s):
+                return True
+        elif isinstance(s, str):
+            if fnmatch.fnmatchcase(name, s):
+                return True
+        elif s(name, module):
+            return True
+    return False
+
+
+def _check_selectors(arg: str, selectors: object) -> None:
+    if selectors is None:
+        return
+    items = [selectors] if isinstance(selectors, type | str) or callable(selectors) else selectors
+    if not isinstance(items, Sequence):
+        raise TypeError(
+            f"{arg} must be a module type, a name glob, a predicate or a sequence of them, got {selectors!r}"
+        )
+    for s in items:
+        if not (isinstance(s, type | str) or callable(s)):
+            raise TypeError(f"{arg} holds {s!r}: expected a module type, a name glob or a predicate (name, module)")
+
+
+def make_prunable(
+    model: nn.Module,
+    *,
+    include: Selector | Sequence[Selector] | None = None,
+    exclude: Selector | Sequence[Selector] | None = None,
+) -> nn.Module:
+    """Replace every prunable layer of ``model`` (at any depth) by its prunable twin,
+    keeping its parameters, and return the model.
+
+    A layer is prunable if its type, or a base of it, is a supported ``torch.nn`` layer,
+    transformers' ``Conv1D``, or registered with ``register_prunable``. Layers that
+    already are prunable, and the submodules of a converted layer, are left as they are.
+    A supported model itself is returned as its twin. A parameter shared by several
+    layers (tied embeddings) gets one mask and one rewind point, held by the first.
+
+    Parameters
+    ----------
+    model
+        The model, changed in place.
+    include
+        Convert only the modules these select (by type, qualified-name glob or
+        predicate); ``None``: every prunable layer.
+    exclude
+        Never convert the modules these select.
+
+    Warns
+    -----
+    UserWarning
+        Naming each module with parameters of its own that stays dense because Lotto does
+        not know its type (``dense_layers`` lists them with the reason); ``exclude`` it or
+        ``register_prunable`` its type.
 
     Examples
     --------
     >>> from torch import nn
-    >>> model = make_prunable(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
-    >>> type(model[0]).__name__, isinstance(model[0], nn.Linear)
-    ('PrunableLinear', True)
+    >>> model = make_prunable(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), exclude="2")
+    >>> [type(m).__name__ for m in model]
+    ['PrunableLinear', 'ReLU', 'Linear']
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    twin = _twin(model)
+    _check_selectors("include", include)
+    _check_selectors("exclude", exclude)
+
+    def wanted(name: str, module: nn.Module) -> bool:
+        if include is not None and not _selects(include, name, module):
+            return False
+        return not _selects(exclude, name, module)
+
+    twin = _twin("", model) if wanted("", model) else None
     if twin is not None:
         return twin
-    for parent in list(model.modules()):
+    for prefix, parent in list(model.named_modules()):
         if isinstance(parent, PrunableModule):
             continue
         for name, child in list(parent.named_children()):
-            replacement = _twin(child)
-            if replacement is not None:
-                setattr(parent, name, replacement)
+            qualified = f"{prefix}.{name}" if prefix else name
+            if wanted(qualified, child):
+                replacement = _twin(qualified, child)
+                if replacement is not None:
+                    setattr(parent, name, replacement)
+    unknown = {
+        name: reason
+        for name, reason in dense_layers(model).items()
+        if reason.startswith("unknown") and wanted(name, model.get_submodule(name))
+    }
+    if unknown:
+        listed = "; ".join(f"{name or '<model>'}: {reason}" for name, reason in unknown.items())
+        warnings.warn(
+            f"make_prunable left {len(unknown)} module(s) with weights dense: {listed}. "
+            "register_prunable(type, [names]) makes a type prunable; exclude=... leaves it dense without this warning",
+            UserWarning,
+            stacklevel=2,
+        )
     return model
 
 
-def _twin(module: nn.Module) -> nn.Module | None:
+def _twin(name: str, module: nn.Module) -> nn.Module | None:
     if isinstance(module, PrunableModule):
         return None
-    cls = PRUNABLE_TYPES.get(type(module))
+    cls = twin_class(type(module))
     return None if cls is None else cls(module)
+
+
+def dense_layers(model: nn.Module) -> dict[str, str]:
+    """``{qualified name: why}`` for every module of ``model`` that has parameters of its
+    own (not a prunable layer's insides) and is not prunable: ``"unknown type X"`` or
+    ``"not converted (a known type: make_prunable was not asked to)"``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> dense_layers(nn.Sequential(nn.Linear(2, 2), nn.PReLU()))
+    {'0': 'not converted (a known type: make_prunable was not asked to)', '1': 'unknown type PReLU'}
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    inside: set[int] = set()
+    out = {}
+    for name, module in model.named_modules(remove_duplicate=True):
+        if id(module) in inside:
+            continue
+        if isinstance(module, PrunableModule):
+            inside.update(id(m) for m in module.modules())
+            continue
+        if not any(p is not None for p in module._parameters.values()):
+            continue
+        if twin_class(type(module)) is None:
+            out[name] = f"unknown type {type(module).__qualname__}"
+        else:
+            out[name] = "not converted (a known type: make_prunable was not asked to)"
+    return out

@@ -27,19 +27,30 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._masking import buffer_key, mark_clean, remask_if_changed, zero_pruned
+from ._masking import buffer_key, check_mask, hold, holder, mark_clean, remask_if_changed, zero_pruned
 
-__all__ = ["PRUNABLE_TYPES", "PrunableModule", "TorchParameterHandle"]
+__all__ = [
+    "PRUNABLE_TYPES",
+    "LayerSpec",
+    "PrunableModule",
+    "TorchParameterHandle",
+    "layer_spec",
+    "register_prunable",
+    "twin_class",
+]
 
 
 class TorchParameterHandle:
-    """The core's ``ParameterHandle`` over one parameter of a prunable torch layer."""
+    """The core's ``ParameterHandle`` over one parameter of a prunable torch layer (the
+    layer that holds its mask and rewind point: for a parameter shared by several
+    layers, the first one made prunable)."""
 
     def __init__(self, layer: PrunableModule, name: str) -> None:
         self.layer = layer
@@ -59,15 +70,24 @@ class TorchParameterHandle:
             param.copy_(value)
         mask = self.get_mask()
         if mask is not None:
-            self.set_mask(mask)
+            zero_pruned(param, mask)
+            mark_clean(self.layer, self.name, param)
 
     def get_mask(self) -> torch.Tensor | None:
         return self.layer._buffers.get(self.key + "_mask")
 
     def set_mask(self, mask: torch.Tensor) -> None:
+        """Copy ``mask`` into the layer's mask (the same tensor stays the mask, so every
+        layer sharing the parameter sees it) and zero what it prunes."""
         param = self.parameter
-        self.layer._buffers[self.key + "_mask"] = mask
-        zero_pruned(param, mask)
+        current = self.get_mask()
+        if current is None:
+            raise ValueError(f"{self!r} is not prunable: it has no mask to set")
+        check_mask(mask, param, "mask")
+        if mask is not current:
+            with torch.no_grad():
+                current.copy_(mask)
+        zero_pruned(param, current)
         mark_clean(self.layer, self.name, param)
 
     def get_rewind_point(self) -> torch.Tensor:
@@ -90,21 +110,31 @@ class PrunableModule(nn.Module):
     _lotto_base: type[nn.Module]
 
     def _lotto_setup(self) -> None:
-        self._lotto_versions: dict[str, int] = {}
+        self._lotto_versions: dict[str, tuple[int, torch.Tensor, int]] = {}
         self._lotto_rewind_device: torch.device | None = None
+        # parameters that another prunable layer already holds (tied weights): name ->
+        # (that layer, the parameter's name there); their mask and rewind point are its
+        self._lotto_tied: dict[str, tuple[PrunableModule, str]] = {}
         names = self._lotto_prunable(self)
         for name, param in self.named_parameters():
+            held = holder(param)
+            if held is not None and held[0] is not self:
+                self._lotto_tied[name] = held  # type: ignore[assignment]
+                continue
             if name in names:
                 self.register_buffer(buffer_key(name) + "_mask", torch.ones_like(param, dtype=torch.bool))
             self.register_buffer(buffer_key(name) + "_rewind", param.detach().clone())
-        for name, param in self._lotto_masked_parameters():
-            mark_clean(self, name, param)
+            hold(self, name, param)
+        for owner, name, param in self._lotto_masked_parameters():
+            mark_clean(owner, name, param)
         self.register_forward_pre_hook(remask_if_changed)
 
-    def _lotto_masked_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+    def _lotto_masked_parameters(self) -> Iterator[tuple[PrunableModule, str, nn.Parameter]]:
+        """``(layer holding the mask, name there, parameter)`` for each masked parameter."""
         for name, param in self.named_parameters():
-            if buffer_key(name) + "_mask" in self._buffers:
-                yield name, param
+            owner, owned = self._lotto_tied.get(name, (self, name))
+            if buffer_key(owned) + "_mask" in owner._buffers:
+                yield owner, owned, param
 
     def set_rewind_device(self, device: str | torch.device | None) -> PrunableModule:
         """Keep this layer's rewind points on ``device`` whatever ``.to()`` does later
@@ -130,7 +160,9 @@ class PrunableModule(nn.Module):
     def parameter_handles(self) -> Mapping[str, TorchParameterHandle]:
         """Every parameter of the layer (submodules' too, by dotted name); the prunable
         ones have a mask."""
-        return {name: TorchParameterHandle(self, name) for name, _ in self.named_parameters()}
+        return {
+            name: TorchParameterHandle(*self._lotto_tied.get(name, (self, name))) for name, _ in self.named_parameters()
+        }
 
 
 def _adopt(self: nn.Module, built: nn.Module) -> None:
@@ -140,7 +172,9 @@ def _adopt(self: nn.Module, built: nn.Module) -> None:
         self.__dict__[key] = type(value)(value) if isinstance(value, dict | list | set) else value
 
 
-def _prunable_class(base: type[nn.Module], prunable: Callable[[nn.Module], list[str]]) -> type[PrunableModule]:
+def _prunable_class(
+    base: type[nn.Module], prunable: Callable[[nn.Module], list[str]], *, generated: bool = False
+) -> type[PrunableModule]:
     signature = inspect.signature(base)
 
     @functools.wraps(base.__init__)
@@ -156,20 +190,30 @@ def _prunable_class(base: type[nn.Module], prunable: Callable[[nn.Module], list[
         parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *signature.parameters.values()]
     )
     name = "Prunable" + base.__name__
-    cls = type(
-        name,
-        (base, PrunableModule),
-        {
-            "__init__": __init__,
-            "__module__": __name__,
-            "__qualname__": name,
-            "__doc__": f"A prunable :class:`torch.nn.{base.__name__}`: the same constructor arguments, "
-            f"or one built ``{base.__name__}`` to adopt. See :mod:`lotto_backends.torch.layers`.",
-            "_lotto_prunable": staticmethod(prunable),
-            "_lotto_base": base,
-        },
-    )
-    return cls
+    namespace: dict[str, Any] = {
+        "__init__": __init__,
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": f"A prunable :class:`{base.__module__}.{base.__qualname__}`: the same constructor arguments, "
+        f"or one built ``{base.__name__}`` to adopt. See :mod:`lotto_backends.torch.layers`.",
+        "_lotto_prunable": staticmethod(prunable),
+        "_lotto_base": base,
+    }
+    if generated:  # not a name of this module: pickle and deepcopy rebuild it from its base
+        namespace["__reduce_ex__"] = _reduce_generated
+    return type(name, (base, PrunableModule), namespace)
+
+
+def _reduce_generated(self: PrunableModule, protocol: Any) -> tuple[Any, ...]:
+    return (_new_twin, (self._lotto_base,), self.__getstate__())
+
+
+def _new_twin(base: type[nn.Module]) -> PrunableModule:
+    """An empty instance of ``base``'s generated twin (unpickling fills it)."""
+    cls = twin_class(base)
+    if cls is None:
+        raise TypeError(f"{base.__qualname__} is no longer registered as prunable (register_prunable)")
+    return cls.__new__(cls)
 
 
 def _weight(layer: nn.Module) -> list[str]:
@@ -220,3 +264,119 @@ PRUNABLE_TYPES: dict[type[nn.Module], type[PrunableModule]] = {
 
 globals().update({cls.__name__: cls for cls in PRUNABLE_TYPES.values()})
 __all__ += sorted(cls.__name__ for cls in PRUNABLE_TYPES.values())
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """Which parameters of a layer type are prunable, and how its weights are laid out."""
+
+    prunable: Callable[[nn.Module], list[str]]
+    transposed: frozenset[str] = frozenset()
+    """Parameters stored ``(in, out)`` (as transformers' ``Conv1D``): ``to_scipy`` gives
+    them as ``(out, in)``."""
+
+
+# third-party layers Lotto knows without importing their package, by qualified name
+_KNOWN: dict[str, LayerSpec] = {
+    # GPT-2's attention and MLP projections: ``weight`` is (in, out)
+    "transformers.pytorch_utils.Conv1D": LayerSpec(_weight, frozenset({"weight"})),
+}
+_REGISTERED: dict[type[nn.Module], LayerSpec] = {}
+_GENERATED: dict[type[nn.Module], type[PrunableModule]] = {}
+
+
+def register_prunable(
+    layer_type: type[nn.Module],
+    parameters: Sequence[str] | Callable[[nn.Module], list[str]],
+    *,
+    transposed: Sequence[str] = (),
+) -> None:
+    """Make ``layer_type`` (and its subclasses) prunable: ``make_prunable`` then converts
+    its instances to a generated twin whose ``parameters`` carry masks.
+
+    Parameters
+    ----------
+    layer_type
+        A ``torch.nn.Module`` subclass.
+    parameters
+        The names of its prunable parameters (dotted for a submodule's), or a function of
+        the layer that returns them (for names that depend on the instance).
+    transposed
+        Those of ``parameters`` stored ``(in, out)`` rather than ``(out, in)``, so that
+        ``to_scipy`` gives them as ``(out, in)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> class Scale(nn.Module):
+    ...     def __init__(self, n):
+    ...         super().__init__()
+    ...         self.gain = nn.Parameter(torch.ones(n))
+    ...     def forward(self, x):
+    ...         return x * self.gain
+    >>> register_prunable(Scale, ["gain"])
+    >>> from lotto_backends.torch import make_prunable
+    >>> layer = make_prunable(Scale(4))
+    >>> type(layer).__name__, layer.gain_mask.shape
+    ('PrunableScale', torch.Size([4]))
+    """
+    if not (isinstance(layer_type, type) and issubclass(layer_type, nn.Module)):
+        raise TypeError(f"layer_type must be a torch.nn.Module subclass, got {layer_type!r}")
+    if issubclass(layer_type, PrunableModule):
+        raise TypeError(f"layer_type {layer_type.__name__} is already prunable")
+    if callable(parameters):
+        spec = parameters
+    else:
+        if isinstance(parameters, str) or not all(isinstance(n, str) for n in parameters) or not parameters:
+            raise TypeError(f"parameters must be a non-empty sequence of names or a function, got {parameters!r}")
+        names = list(parameters)
+
+        def spec(layer: nn.Module) -> list[str]:
+            return [n for n in names if _has_parameter(layer, n)]
+
+    if isinstance(transposed, str) or not all(isinstance(n, str) for n in transposed):
+        raise TypeError(f"transposed must be a sequence of parameter names, got {transposed!r}")
+    if not callable(parameters) and set(transposed) - set(parameters):
+        raise ValueError(f"transposed must name some of parameters {list(parameters)}, got {list(transposed)}")
+    _REGISTERED[layer_type] = LayerSpec(spec, frozenset(transposed))
+    for cls in [c for c in _GENERATED if issubclass(c, layer_type)]:
+        del _GENERATED[cls]
+
+
+def _has_parameter(layer: nn.Module, name: str) -> bool:
+    try:
+        return layer.get_parameter(name) is not None
+    except AttributeError:
+        return False
+
+
+def layer_spec(layer_type: type[nn.Module]) -> LayerSpec | None:
+    """How ``layer_type`` is pruned: registered types first, then the ``torch.nn`` types
+    and the known third-party ones, each along the type's MRO (nearest first)."""
+    for cls in layer_type.__mro__:
+        if cls in _REGISTERED:
+            return _REGISTERED[cls]
+        if cls in _SPECS:
+            return LayerSpec(_SPECS[cls])
+        known = _KNOWN.get(f"{cls.__module__}.{cls.__qualname__}")
+        if known is not None:
+            return known
+    return None
+
+
+def twin_class(layer_type: type[nn.Module]) -> type[PrunableModule] | None:
+    """The prunable twin of ``layer_type``: ``PrunableX`` for a ``torch.nn`` type, a
+    twin generated once for a subclass of one (timm's ``LayerNorm2d``), a known
+    third-party type (transformers' ``Conv1D``) or a registered type; ``None`` for a type
+    Lotto cannot prune."""
+    if issubclass(layer_type, PrunableModule):
+        return None
+    if layer_type in PRUNABLE_TYPES and layer_type not in _REGISTERED:
+        return PRUNABLE_TYPES[layer_type]
+    if layer_type not in _GENERATED:
+        spec = layer_spec(layer_type)
+        if spec is None:
+            return None
+        _GENERATED[layer_type] = _prunable_class(layer_type, spec.prunable, generated=True)
+    return _GENERATED[layer_type]

@@ -28,7 +28,7 @@ from torch.func import functional_call
 from lotto_core import csr_components, layers_to_scipy
 
 from ._masking import buffer_key, remask_if_changed
-from .layers import PrunableLinear, PrunableModule
+from .layers import PrunableLinear, PrunableModule, layer_spec
 
 __all__ = ["SparseLinear", "SparseStored", "sparsify", "to_scipy"]
 
@@ -131,9 +131,18 @@ def _sparse(layer: PrunableModule) -> nn.Module:
 
 def to_scipy(model: nn.Module, *, allow_device_copy: bool = False) -> dict[str, scipy.sparse.csr_array]:
     """``{qualified parameter name: scipy.sparse.csr_array}`` for every prunable weight
-    of ``model``, with the core's sparse semantics. Weights on an accelerator raise
+    of ``model``, with the core's sparse semantics; a weight its layer type stores
+    ``(in, out)`` (transformers' ``Conv1D``, ``register_prunable(..., transposed=)``) is
+    given as ``(out, in)``. Weights on an accelerator raise
     unless ``allow_device_copy=True``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    layers = ((prefix, layer) for prefix, layer in model.named_modules() if isinstance(layer, PrunableModule))
-    return layers_to_scipy(layers, allow_device_copy=allow_device_copy)
+    layers = [(prefix, layer) for prefix, layer in model.named_modules() if isinstance(layer, PrunableModule)]
+    out = layers_to_scipy(layers, allow_device_copy=allow_device_copy)
+    for prefix, layer in layers:  # weights stored (in, out), as transformers' Conv1D, are given as (out, in)
+        spec = layer_spec(type(layer)._lotto_base)
+        for name in () if spec is None else spec.transposed:
+            key = f"{prefix}.{name}" if prefix else name
+            if key in out:
+                out[key] = out[key].T.tocsr()
+    return out

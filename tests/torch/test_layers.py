@@ -147,7 +147,7 @@ def test_make_prunable_on_a_transformer():
     assert {"PrunableMultiheadAttention", "PrunableLinear", "PrunableLayerNorm"} <= kinds
     torch.testing.assert_close(model(src, tgt), expected)
     layers = [m for m in model.modules() if isinstance(m, PrunableModule)]
-    pruner = Pruner([MagnitudePruneGroup(layers, 0.3)])
+    pruner = Pruner([MagnitudePruneGroup(layers, 0.3)], model=model)
     pruner.prune_and_rewind()
     assert 0.69 < pruner.report().remaining < 0.71
 
@@ -182,7 +182,7 @@ def test_rewind_from_host_memory_restores_the_layer():
     torch.manual_seed(0)
     layer = PRUNABLE_TYPES[nn.Linear](6, 4).set_rewind_device("cpu")
     start = layer.weight.detach().clone()
-    pruner = Pruner([MagnitudePruneGroup([layer], 0.5)])
+    pruner = Pruner([MagnitudePruneGroup([layer], 0.5)], model=layer)
     with torch.no_grad():
         layer.weight.mul_(3)
     pruner.prune_and_rewind()

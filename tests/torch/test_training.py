@@ -62,7 +62,7 @@ def test_pruned_weights_stay_zero_and_rewind_is_exact(opt):
     torch.manual_seed(0)
     model = nn.Sequential(PrunableLinear(20, 32), nn.ReLU(), PrunableLinear(32, 5))
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    pruner = Pruner([MagnitudePruneGroup([model[0], model[2]], 0.4)])
+    pruner = Pruner([MagnitudePruneGroup([model[0], model[2]], 0.4)], model=model)
 
     def batch():
         return torch.randn(16, 20), torch.randint(0, 5, (16,))
@@ -95,7 +95,7 @@ def test_seed_library_example_runs_as_written():
     torch.manual_seed(0)
     m = _seed_model()
     lstm = m[2]
-    pruner = Pruner([MagnitudePruneGroup([m[0], lstm], 0.2), MagnitudePruneGroup([m[4]], 0.1)])
+    pruner = Pruner([MagnitudePruneGroup([m[0], lstm], 0.2), MagnitudePruneGroup([m[4]], 0.1)], model=m)
     optimizer = torch.optim.Adam(m.parameters(), lr=1e-3)
 
     def batch():

@@ -1,0 +1,146 @@
+"""The core's ``Pruner`` for torch models: ``rewind()`` restores the whole model.
+
+The lottery-ticket protocol rewinds every parameter of the model, not only the pruned
+layers, and the buffers that training changes (BatchNorm running statistics), as OpenLTH
+does. Given ``model=``, the pruner snapshots, when it is made, every parameter and
+buffer that no prunable layer keeps a rewind point for, and ``rewind()``,
+``set_rewind_point()`` and ``state_dict()`` cover them together with the grouped layers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+import lotto_core
+from lotto_core import PruneGroup
+from lotto_core.protocol import PrunableLayer
+
+from .layers import PrunableModule
+
+__all__ = ["ModelRest", "Pruner"]
+
+
+class _TensorHandle:
+    """A parameter or buffer outside any prunable layer: read, written in place, and
+    rewound to a snapshot; never masked."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+        self.point = tensor.detach().clone()
+
+    def get_value(self) -> torch.Tensor:
+        return self.tensor.detach()
+
+    def set_value(self, value: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.tensor.copy_(value)
+
+    def get_mask(self) -> None:
+        return None
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        raise ValueError("a parameter outside the prunable layers has no mask")
+
+    def get_rewind_point(self) -> torch.Tensor:
+        return self.point
+
+    def set_rewind_point(self, value: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.point.copy_(value)
+
+
+class ModelRest:
+    """Every parameter and buffer of ``model`` that no prunable layer holds a rewind
+    point for (plain layers' parameters, every BatchNorm statistic), as one layer with
+    no masks whose rewind point is their value when it is made."""
+
+    def __init__(self, model: nn.Module) -> None:
+        held: set[int] = set()
+        for module in model.modules():
+            if isinstance(module, PrunableModule):
+                held.update(id(p) for _, h in module.parameter_handles().items() for p in [h.parameter])
+                held.update(id(b) for k, b in module._buffers.items() if k.endswith(("_mask", "_rewind")))
+        self.handles: dict[str, _TensorHandle] = {}
+        seen: set[int] = set()
+        for name, tensor in _tensors(model):
+            if id(tensor) not in held and id(tensor) not in seen:
+                seen.add(id(tensor))
+                self.handles[name] = _TensorHandle(tensor)
+
+    def parameter_handles(self) -> Mapping[str, _TensorHandle]:
+        return self.handles
+
+    def __repr__(self) -> str:
+        return f"ModelRest({len(self.handles)} tensors)"
+
+
+def _tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    yield from model.named_parameters()
+    for name, buffer in model.named_buffers():
+        if buffer is not None:
+            yield name, buffer
+
+
+class Pruner(lotto_core.Pruner):
+    """``lotto_core.Pruner`` whose ``rewind()`` restores the whole ``model``.
+
+    Parameters
+    ----------
+    groups
+        The prune groups.
+    model
+        The model the groups' layers belong to. ``rewind()`` then restores every
+        parameter of it (masked where pruned) and every buffer (BatchNorm statistics) to
+        the rewind point: the grouped and other prunable layers' own rewind points, and,
+        for everything else, its value when the pruner is made. ``set_rewind_point()``
+        moves all of them.
+    rewind
+        ``"model"`` (the default): as above. ``"groups"``: rewind only the grouped
+        layers' parameters, leaving everything else as training left it.
+
+    Warns
+    -----
+    UserWarning
+        At the first ``rewind()`` of a pruner made without ``model`` and with
+        ``rewind="model"``: only the grouped layers could be rewound.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[PruneGroup],
+        *,
+        model: nn.Module | None = None,
+        rewind: Literal["model", "groups"] = "model",
+    ) -> None:
+        if rewind not in ("model", "groups"):
+            raise ValueError(f"rewind must be 'model' or 'groups', got {rewind!r}")
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        others: list[PrunableLayer] = []
+        super().__init__(groups)
+        if model is not None and rewind == "model":
+            grouped = {id(layer) for layer in self.layers()}
+            missing = [layer for layer in self.layers() if not any(layer is m for m in model.modules())]
+            if missing:
+                raise ValueError(f"model does not contain the grouped layer {missing[0]!r}")
+            others = [m for m in model.modules() if isinstance(m, PrunableModule) and id(m) not in grouped]
+            others.append(ModelRest(model))
+            self.others = lotto_core.pruner._check_others(others, self.groups)
+        self.scope = rewind
+        self._warn_groups_only = model is None and rewind == "model"
+
+    def rewind(self) -> None:
+        if self._warn_groups_only:
+            self._warn_groups_only = False
+            warnings.warn(
+                "Pruner.rewind() restored only the grouped layers: pass model=... to rewind every parameter and "
+                "buffer of the model (the lottery-ticket protocol), or rewind='groups' to rewind the groups only",
+                UserWarning,
+                stacklevel=2,
+            )
+        super().rewind()
