@@ -18,6 +18,7 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 BENCHMARKS = [
     "bench_global_prune.py",
     "bench_torch_train_step.py",
+    "bench_torch_compile_step.py",
     "bench_torch_sparse_inference.py",
     "bench_jax_global_prune.py",
     "bench_jax_train_step.py",
@@ -58,6 +59,14 @@ def tests_torch(session: nox.Session) -> None:
         "--ignore=lotto_backends/experiment/jax_backend.py",  # needs jax: tests-jax collects it
         *session.posargs,
         env={"LOTTO_NAMESPACES": "torch"},
+    )
+    # several gloo processes on 127.0.0.1 (torchrun), in a pytest process of their own
+    session.run(
+        "pytest",
+        "tests/torch_distributed",
+        *session.posargs,
+        env={"LOTTO_NAMESPACES": "torch"},
+        success_codes=[0, 5] if session.posargs else [0],  # 5: a -k filter left nothing here
     )
 
 

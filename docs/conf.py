@@ -74,7 +74,7 @@ html_show_sourcelink = False
 # submodule that defines it).
 PUBLIC_MODULES = ["lotto_core", "lotto_backends.torch", "lotto_backends.jax"]
 # checked too once they exist
-OPTIONAL_PUBLIC_MODULES = ["lotto_backends.jax.pytree"]
+OPTIONAL_PUBLIC_MODULES = ["lotto_backends.jax.pytree", "lotto_backends.torch.hf"]
 
 _logger = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ an interrupted run resumes without losing a round.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -82,6 +83,10 @@ class Pruner:
         Layers outside the groups that ``rewind()`` restores and ``set_rewind_point()``
         moves too, and whose rewind points ``state_dict()`` saves: the rest of the model,
         as the adapters' ``Pruner(groups, model=...)`` builds it.
+    model_known
+        ``False`` where the groups are part of a model the pruner was not given (an
+        adapter's ``Pruner`` without ``model=``): the first ``rewind()`` then warns that
+        only the grouped layers were rewound.
 
     Examples
     --------
@@ -97,10 +102,13 @@ class Pruner:
     0.8
     """
 
-    def __init__(self, groups: Sequence[PruneGroup], *, others: Sequence[PrunableLayer] = ()) -> None:
+    def __init__(
+        self, groups: Sequence[PruneGroup], *, others: Sequence[PrunableLayer] = (), model_known: bool = True
+    ) -> None:
         self.groups = _check_groups(groups)
         self.others = _check_others(others, self.groups)
         self.rounds = 0
+        self._warn_groups_only = not model_known
 
     def layers(self) -> Iterator[PrunableLayer]:
         """Every grouped layer, group by group."""
@@ -124,6 +132,14 @@ class Pruner:
     def rewind(self) -> None:
         """Restore every parameter of every grouped layer (weights masked, biases too),
         and of the ``others``, to its rewind point."""
+        if self._warn_groups_only:
+            self._warn_groups_only = False
+            warnings.warn(
+                "Pruner.rewind() restored only the grouped layers: pass model=... to rewind every parameter and "
+                "buffer of the model (the lottery-ticket protocol), or rewind='groups' to rewind the groups only",
+                UserWarning,
+                stacklevel=3,
+            )
         for layer in self._rewound_layers():
             for handle in layer.parameter_handles().values():
                 handle.set_value(_rewound(handle))
@@ -141,18 +157,39 @@ class Pruner:
                 handle.set_rewind_point(handle.get_value())
 
     def report(self) -> SparsityReport:
-        """Kept and total weights of every prunable parameter, and in total."""
+        """Kept and total weights of every prunable parameter, and in total; counted
+        once for a parameter that several layers share.
+
+        Warns
+        -----
+        UserWarning
+            If a pruned entry's weight is not exactly 0 (counted in ``revived``): an
+            update that bypassed the masks moved it.
+        """
         rows = []
         seen: set[int] = set()
         for g, group in enumerate(self.groups):
             for i, layer in enumerate(group.layers):
-                for name, _, mask in prunable_handles(layer):
+                for name, handle, mask in prunable_handles(layer):
                     if id(mask) in seen:  # a shared parameter counts once
                         continue
                     seen.add(id(mask))
-                    kept = count_true(array_namespace(mask), mask)
-                    rows.append(ParameterSparsity(g, i, type(layer).__name__, name, kept, math.prod(mask.shape)))
-        return SparsityReport(self.rounds, tuple(rows))
+                    xp = array_namespace(mask)
+                    kept = count_true(xp, mask)
+                    total = math.prod(mask.shape)
+                    revived = 0 if kept == total else count_true(xp, xp.logical_not(mask) & (handle.get_value() != 0))
+                    rows.append(ParameterSparsity(g, i, type(layer).__name__, name, kept, total, revived))
+        report = SparsityReport(self.rounds, tuple(rows))
+        if report.revived:
+            listed = ", ".join(f"{p.label}: {p.revived:,}" for p in report.parameters if p.revived)
+            warnings.warn(
+                f"{report.revived:,} pruned weights are not zero ({listed}): an update bypassed the masks "
+                "(with JAX, train with lotto_backends.jax.Optimizer or pytree.keep_pruned); the sparsity "
+                "reported is the masks', not the weights'",
+                UserWarning,
+                stacklevel=2,
+            )
+        return report
 
     def state_dict(self) -> dict[str, Any]:
         """The pruner's whole state: round counters, and per grouped layer (and per

@@ -17,6 +17,9 @@ class ParameterSparsity:
     name: str
     kept: int
     total: int
+    revived: int = 0
+    """Pruned entries whose weight is not exactly 0 (an update that bypassed the masks
+    moved them)."""
 
     @property
     def sparsity(self) -> float:
@@ -45,6 +48,11 @@ class SparsityReport:
     def total(self) -> int:
         """Number of prunable weights, over every group."""
         return sum(p.total for p in self.parameters)
+
+    @property
+    def revived(self) -> int:
+        """Pruned entries, over every group, whose weight is not exactly 0."""
+        return sum(p.revived for p in self.parameters)
 
     @property
     def sparsity(self) -> float:

@@ -8,7 +8,7 @@ Examples
 >>> from flax import nnx
 >>> from lotto_backends.jax import MagnitudePruneGroup, PrunableLinear, Pruner
 >>> m = nnx.Sequential(PrunableLinear(8, 4, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(4, 2, rngs=nnx.Rngs(1)))
->>> pruner = Pruner([MagnitudePruneGroup([m.layers[0]], 0.5)])
+>>> pruner = Pruner([MagnitudePruneGroup([m.layers[0]], 0.5)], model=m)
 >>> pruner.prune_and_rewind()
 >>> int(m.layers[0].kernel_mask[...].sum()), int((m.layers[0].kernel[...] == 0).sum())
 (16, 16)
@@ -18,7 +18,6 @@ from lotto_core import (
     LayerwiseMagnitudePruneGroup,
     MagnitudePruneGroup,
     PruneGroup,
-    Pruner,
     RandomPruneGroup,
     SparsityReport,
 )
@@ -27,6 +26,8 @@ from . import _select, _write, layers  # the core's groups select and write JAX 
 from .convert import make_prunable
 from .layers import *  # noqa: F403  (the Prunable* classes)
 from .layers import PRUNABLE_TYPES, JaxParameterHandle, Mask, PrunableModule, RewindPoint
+from .optimizer import Optimizer, model_masks
+from .pruner import ModelRest, Pruner
 from .sparse import SparseLinear, SparseStored, SparseWeight, sparsify, to_scipy
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "LayerwiseMagnitudePruneGroup",
     "MagnitudePruneGroup",
     "Mask",
+    "ModelRest",
+    "Optimizer",
     "PrunableModule",
     "PruneGroup",
     "Pruner",
@@ -45,6 +48,7 @@ __all__ = [
     "SparseWeight",
     "SparsityReport",
     "make_prunable",
+    "model_masks",
     "sparsify",
     "to_scipy",
     *(cls.__name__ for cls in PRUNABLE_TYPES.values()),

@@ -63,7 +63,9 @@ def adopt(buffers: Sequence[np.ndarray], like: Sequence[jax.Array]) -> list[jax.
     """JAX arrays over ``buffers`` (fresh aligned NumPy buffers), each with the shape,
     dtype and device of its ``like``; no copy where XLA can adopt a buffer."""
     shaped = [b.view(np.asarray(x).dtype).reshape(x.shape) for b, x in zip(buffers, like, strict=True)]
-    return list(jax.device_put(shaped, [x.sharding for x in like]))
+    # committed to a device only where ``like`` is: a jitted step then sees the same
+    # committedness before and after a prune, and compiles once
+    return [jax.device_put(b, x.sharding if x.committed else None) for b, x in zip(shaped, like, strict=True)]
 
 
 def threads() -> int:

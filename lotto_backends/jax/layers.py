@@ -120,7 +120,9 @@ class PrunableModule(nnx.Module):
         for _, owner, name in list(_parameters(self)):
             value = getattr(owner, name).get_value()
             if name in self._lotto_prunable:
-                setattr(owner, name + "_mask", Mask(jnp.ones(value.shape, dtype=bool, device=value.sharding)))
+                # like the weight: its sharding, committed to a device only if the weight is (a
+                # jitted step then compiles once for both), and traceable (nnx.eval_shape, nnx.jit)
+                setattr(owner, name + "_mask", Mask(jnp.ones_like(value, dtype=bool)))
             setattr(owner, name + "_rewind", RewindPoint(jnp.copy(value)))
 
     def _lotto_masked_pairs(self) -> list[tuple[nnx.Variable[Any], Mask]]:

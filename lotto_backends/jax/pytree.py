@@ -36,6 +36,7 @@ Array([0., 0., 3., 4.], dtype=float32)
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -84,8 +85,16 @@ def paths(params: Any) -> list[str]:
     return [path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
+# the last path component of a bias or a normalization's scale/offset, in Flax (bias,
+# scale), Equinox (bias, weight of a norm is "weight": kept), Haiku (b, scale, offset)
+_NOT_WEIGHTS = re.compile(r"(^|/)(bias|b|scale|offset|gamma|beta)$", re.IGNORECASE)
+
+
 def _default_prunable(path: str, leaf: Any) -> bool:
-    return is_weight(leaf) and leaf.ndim >= 2
+    """Kernels and embeddings: floating leaves of two or more dimensions that are not
+    named as a bias or a scale (Equinox's ``Conv2d`` bias is ``(out, 1, 1)``, linen's
+    attention biases ``(heads, head_dim)``)."""
+    return is_weight(leaf) and leaf.ndim >= 2 and _NOT_WEIGHTS.search(path) is None
 
 
 def init_masks(params: Any, prunable: Selector | None = None) -> Any:
@@ -99,7 +108,9 @@ def init_masks(params: Any, prunable: Selector | None = None) -> Any:
     prunable
         Which leaves get a mask (a glob on paths, a compiled regular expression, or a
         function ``(path, leaf) -> bool``). ``None`` (the default) picks every floating
-        leaf with two or more dimensions: kernels and embeddings, not biases or scales.
+        leaf with two or more dimensions whose last path component does not name a bias
+        or a scale (``bias``, ``b``, ``scale``, ``offset``, ``gamma``, ``beta``): kernels
+        and embeddings, not biases or scales, whatever their shape.
 
     Raises
     ------

@@ -24,7 +24,7 @@ from lotto_core import (
 )
 
 from . import _select, _write, layers  # the core's groups select and write CPU tensors with fused kernels
-from ._masking import remask
+from ._masking import mask_gradients, remask
 from .convert import dense_layers, make_prunable
 from .layers import *  # noqa: F403  (the Prunable* classes)
 from .layers import PRUNABLE_TYPES, PrunableModule, TorchParameterHandle, register_prunable
@@ -46,6 +46,7 @@ __all__ = [
     "TorchParameterHandle",
     "dense_layers",
     "make_prunable",
+    "mask_gradients",
     "register_prunable",
     "remask",
     "sparsify",

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from ._distributed import keep_out_of_ddp_broadcast
 from .layers import PrunableModule, twin_class
 
 __all__ = ["Selector", "dense_layers", "make_prunable"]
@@ -61,6 +62,8 @@ def make_prunable(
     already are prunable, and the submodules of a converted layer, are left as they are.
     A supported model itself is returned as its twin. A parameter shared by several
     layers (tied embeddings) gets one mask and one rewind point, held by the first.
+    The masks and rewind points are kept out of ``DistributedDataParallel``'s buffer
+    broadcast (make the model prunable before wrapping it).
 
     Parameters
     ----------
@@ -98,6 +101,7 @@ def make_prunable(
 
     twin = _twin("", model) if wanted("", model) else None
     if twin is not None:
+        keep_out_of_ddp_broadcast(twin)
         return twin
     for prefix, parent in list(model.named_modules()):
         if isinstance(parent, PrunableModule):
@@ -108,6 +112,7 @@ def make_prunable(
                 replacement = _twin(qualified, child)
                 if replacement is not None:
                     setattr(parent, name, replacement)
+    keep_out_of_ddp_broadcast(model)
     unknown = {
         name: reason
         for name, reason in dense_layers(model).items()

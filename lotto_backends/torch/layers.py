@@ -42,9 +42,20 @@ __all__ = [
     "PrunableModule",
     "TorchParameterHandle",
     "layer_spec",
+    "refuse_inference_mode",
     "register_prunable",
     "twin_class",
 ]
+
+
+def refuse_inference_mode(what: str) -> None:
+    """Raise if ``torch.inference_mode`` is on: tensors made or written there cannot be
+    written by autograd-tracked code later (a model's own ``load_state_dict`` included)."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{what} cannot run inside torch.inference_mode(): the masks and weights it writes would become "
+            "inference tensors that the model can no longer load or train; run it under torch.no_grad() instead"
+        )
 
 
 class TorchParameterHandle:
@@ -65,6 +76,7 @@ class TorchParameterHandle:
         return self.parameter.detach()
 
     def set_value(self, value: torch.Tensor) -> None:
+        refuse_inference_mode("writing a prunable parameter")
         param = self.parameter
         with torch.no_grad():
             param.copy_(value)
@@ -79,6 +91,7 @@ class TorchParameterHandle:
     def set_mask(self, mask: torch.Tensor) -> None:
         """Copy ``mask`` into the layer's mask (the same tensor stays the mask, so every
         layer sharing the parameter sees it) and zero what it prunes."""
+        refuse_inference_mode("setting a mask")
         param = self.parameter
         current = self.get_mask()
         if current is None:
@@ -94,6 +107,7 @@ class TorchParameterHandle:
         return self.layer.get_buffer(self.key + "_rewind")
 
     def set_rewind_point(self, value: torch.Tensor) -> None:
+        refuse_inference_mode("setting a rewind point")
         point = self.get_rewind_point()
         with torch.no_grad():
             point.copy_(value)
@@ -110,6 +124,7 @@ class PrunableModule(nn.Module):
     _lotto_base: type[nn.Module]
 
     def _lotto_setup(self) -> None:
+        refuse_inference_mode(f"making a {self._lotto_base.__name__} prunable")
         self._lotto_versions: dict[str, tuple[int, torch.Tensor, int]] = {}
         self._lotto_rewind_device: torch.device | None = None
         # parameters that another prunable layer already holds (tied weights): name ->

@@ -9,9 +9,8 @@ buffer that no prunable layer keeps a rewind point for, and ``rewind()``,
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -20,7 +19,8 @@ import lotto_core
 from lotto_core import PruneGroup
 from lotto_core.protocol import PrunableLayer
 
-from .layers import PrunableModule
+from ._distributed import check_ranks_agree, keep_out_of_ddp_broadcast
+from .layers import PrunableModule, refuse_inference_mode
 
 __all__ = ["ModelRest", "Pruner"]
 
@@ -89,6 +89,10 @@ def _tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 class Pruner(lotto_core.Pruner):
     """``lotto_core.Pruner`` whose ``rewind()`` restores the whole ``model``.
 
+    With ``model``, the masks and rewind points are kept out of the buffers that
+    ``DistributedDataParallel`` broadcasts (make the pruner, or call ``make_prunable``,
+    before wrapping the model), and ``prune()`` checks that every rank pruned alike.
+
     Parameters
     ----------
     groups
@@ -122,7 +126,7 @@ class Pruner(lotto_core.Pruner):
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         others: list[PrunableLayer] = []
-        super().__init__(groups)
+        super().__init__(groups, model_known=model is not None or rewind == "groups")
         if model is not None and rewind == "model":
             grouped = {id(layer) for layer in self.layers()}
             missing = [layer for layer in self.layers() if not any(layer is m for m in model.modules())]
@@ -131,16 +135,38 @@ class Pruner(lotto_core.Pruner):
             others = [m for m in model.modules() if isinstance(m, PrunableModule) and id(m) not in grouped]
             others.append(ModelRest(model))
             self.others = lotto_core.pruner._check_others(others, self.groups)
+        if model is not None:
+            keep_out_of_ddp_broadcast(model)
         self.scope = rewind
-        self._warn_groups_only = model is None and rewind == "model"
+
+    def prune(self) -> None:
+        """``lotto_core.Pruner.prune``; in a distributed run (``torch.distributed``
+        initialized, more than one rank), then checks with a collective of a few
+        integers per mask that every rank holds the same masks: call it on every rank.
+
+        Raises
+        ------
+        RuntimeError
+            If the ranks' masks differ (their weights did).
+        """
+        refuse_inference_mode("Pruner.prune()")
+        super().prune()
+        seen: dict[int, torch.Tensor] = {}
+        for layer in self.layers():
+            for handle in layer.parameter_handles().values():
+                mask = handle.get_mask()
+                if mask is not None:
+                    seen.setdefault(id(mask), mask)
+        check_ranks_agree(list(seen.values()))
 
     def rewind(self) -> None:
-        if self._warn_groups_only:
-            self._warn_groups_only = False
-            warnings.warn(
-                "Pruner.rewind() restored only the grouped layers: pass model=... to rewind every parameter and "
-                "buffer of the model (the lottery-ticket protocol), or rewind='groups' to rewind the groups only",
-                UserWarning,
-                stacklevel=2,
-            )
+        refuse_inference_mode("Pruner.rewind()")
         super().rewind()
+
+    def set_rewind_point(self) -> None:
+        refuse_inference_mode("Pruner.set_rewind_point()")
+        super().set_rewind_point()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        refuse_inference_mode("Pruner.load_state_dict()")
+        super().load_state_dict(state)

@@ -59,7 +59,7 @@ def _layers(model: _Net) -> list[nnx.Module]:
 def test_pruned_weights_stay_exactly_zero_and_rewind_is_exact(name: str) -> None:
     model = _Net(nnx.Rngs(0))
     start = {id(layer): {k: h.get_value() for k, h in layer.parameter_handles().items()} for layer in _layers(model)}
-    pruner = Pruner([MagnitudePruneGroup(_layers(model), 0.5)])
+    pruner = Pruner([MagnitudePruneGroup(_layers(model), 0.5)], model=model)
     for _ in range(3):
         _train(model, nnx.Optimizer(model, OPTIMIZERS[name](), wrt=nnx.Param), 25)
         for layer in _layers(model):
@@ -83,7 +83,7 @@ def test_pruned_weights_stay_exactly_zero_and_rewind_is_exact(name: str) -> None
 def test_late_rewinding_returns_to_the_chosen_step() -> None:
     model = _Net(nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-    pruner = Pruner([MagnitudePruneGroup(_layers(model), 0.3)])
+    pruner = Pruner([MagnitudePruneGroup(_layers(model), 0.3)], model=model)
     _train(model, optimizer, 3)
     pruner.set_rewind_point()
     at_step_3 = model.out.kernel.get_value()
@@ -95,11 +95,11 @@ def test_late_rewinding_returns_to_the_chosen_step() -> None:
 
 def test_state_dict_resumes_on_a_new_model() -> None:
     model = _Net(nnx.Rngs(0))
-    pruner = Pruner([MagnitudePruneGroup(_layers(model), 0.4)])
+    pruner = Pruner([MagnitudePruneGroup(_layers(model), 0.4)], model=model)
     _train(model, nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param), 5)
     pruner.prune_and_rewind()
     other = _Net(nnx.Rngs(5))
-    resumed = Pruner([MagnitudePruneGroup(_layers(other), 0.4)])
+    resumed = Pruner([MagnitudePruneGroup(_layers(other), 0.4)], model=other)
     resumed.load_state_dict(pruner.state_dict())  # masks, rewind points, rounds
     assert resumed.report() == pruner.report()
     pruner.rewind()

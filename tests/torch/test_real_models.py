@@ -22,6 +22,7 @@ from lotto_backends.torch import (
     RandomPruneGroup,
     dense_layers,
     make_prunable,
+    mask_gradients,
     register_prunable,
     remask,
     to_scipy,
@@ -359,3 +360,89 @@ def test_under_compile_masks_hold_through_optimizer_steps_and_remask_applies_han
     remask(model)
     assert (model[0].weight[0] == 0).all()
     assert math.isclose(float(model[0].weight_mask.float().mean()), float((model[0].weight != 0).float().mean()))
+
+
+def test_masked_gradients_are_zero_where_pruned_and_clipping_sees_only_kept_ones():
+    torch.manual_seed(0)
+    model = make_prunable(_mlp())
+    Pruner([MagnitudePruneGroup([model[0], model[2]], 0.6)], model=model).prune()
+    x = torch.randn(16, 8)
+
+    def grad_norm():
+        model.zero_grad()
+        model(x).pow(2).sum().backward()
+        return float(nn.utils.clip_grad_norm_(model.parameters(), 1e9))
+
+    unmasked = grad_norm()
+    assert (model[0].weight.grad[~model[0].weight_mask] != 0).any()  # the default: as autograd computes
+    mask_gradients(model)
+    masked = grad_norm()
+    for i in (0, 2):
+        assert (model[i].weight.grad[~model[i].weight_mask] == 0).all()
+    kept_only = math.sqrt(
+        sum(float(p.grad.pow(2).sum()) for p in model.parameters())  # grads already masked
+    )
+    assert masked == pytest.approx(kept_only, rel=1e-5)
+    assert masked < unmasked
+    mask_gradients(model, enabled=False)
+    assert grad_norm() == pytest.approx(unmasked, rel=1e-6)
+
+
+def test_inference_mode_is_refused_up_front_and_changes_nothing():
+    torch.manual_seed(0)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"inside torch\.inference_mode"):
+        PrunableLinear(3, 2)
+    model = make_prunable(_mlp())
+    pruner = Pruner([MagnitudePruneGroup([model[0], model[2]], 0.5)], model=model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for call in (pruner.prune, pruner.rewind, pruner.set_rewind_point):
+        with torch.inference_mode(), pytest.raises(RuntimeError, match=r"torch\.no_grad\(\) instead"):
+            call()
+    with torch.no_grad():
+        pruner.prune()  # under no_grad it works, and the model loads its own state afterwards
+    model.load_state_dict(before)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def _state_equal(a: nn.Module, b: nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def test_a_pruned_gpt2_comes_back_pruned_and_loads_plain(tmp_path):
+    from lotto_backends.torch import hf
+
+    model = make_prunable(_gpt2())
+    pruner = Pruner([MagnitudePruneGroup(_prunable_layers(model), 0.5)], model=model)
+    pruner.prune()
+    hf.save_pretrained(model, tmp_path)
+    back = hf.from_pretrained(transformers.GPT2LMHeadModel, tmp_path)
+    _state_equal(model, back)
+    assert back.lm_head.weight is back.transformer.wte.weight
+    plain = transformers.GPT2LMHeadModel.from_pretrained(tmp_path)  # no unexpected keys: plain weights
+    conv = model.transformer.h[0].attn.c_attn
+    assert torch.equal(plain.transformer.h[0].attn.c_attn.weight, conv.weight)
+    assert (plain.transformer.h[0].attn.c_attn.weight[~conv.weight_mask] == 0).all()
+    saved = torch.load(tmp_path / hf.LOTTO_STATE)  # torch.load's defaults (weights_only=True)
+    assert "transformer.h.0.attn.c_attn.weight_mask" in saved["state"]
+
+
+def test_a_pruned_vit_comes_back_pruned_although_transformers_renames_its_keys(tmp_path):
+    from lotto_backends.torch import hf
+
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=8, patch_size=4
+    )
+    embeddings = transformers.models.vit.modeling_vit.ViTEmbeddings  # cls token, positions: left dense
+    model = make_prunable(transformers.ViTModel(config), exclude=embeddings)
+    Pruner([MagnitudePruneGroup(_prunable_layers(model), 0.5)], model=model).prune()
+    hf.save_pretrained(model, tmp_path)
+    _state_equal(model, hf.from_pretrained(transformers.ViTModel, tmp_path, exclude=embeddings))
+    with pytest.raises(ValueError, match="does not match the model's prunable layers"):
+        hf.from_pretrained(transformers.ViTModel, tmp_path, exclude=[embeddings, nn.LayerNorm])
+    with pytest.raises(FileNotFoundError, match="lotto_state.pt does not exist"):
+        hf.from_pretrained(transformers.ViTModel, tmp_path / "elsewhere")

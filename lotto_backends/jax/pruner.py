@@ -1,0 +1,130 @@
+"""The core's ``Pruner`` for NNX models: ``rewind()`` restores the whole model.
+
+As in OpenLTH, the lottery-ticket protocol rewinds every parameter of the model, not
+only the pruned layers, and the statistics training changed: given ``model=``, every
+``nnx.Param`` and ``nnx.BatchStat`` that no prunable layer keeps a rewind point for is
+snapshotted when the pruner is made, and ``rewind()``, ``set_rewind_point()`` and
+``state_dict()`` cover them with the grouped layers. Other variables (RNG counters,
+caches) are left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import lotto_core
+from lotto_core import PruneGroup
+from lotto_core.protocol import PrunableLayer
+
+from .layers import PrunableModule
+
+__all__ = ["ModelRest", "Pruner"]
+
+REWOUND = (nnx.Param, nnx.BatchStat)
+"""The variable types a whole-model rewind restores."""
+
+
+class _VariableHandle:
+    """A parameter or statistic outside any prunable layer: rewound to a snapshot."""
+
+    def __init__(self, variable: nnx.Variable[Any]) -> None:
+        self.variable = variable
+        self.point = jnp.copy(variable.get_value())
+
+    def get_value(self) -> jax.Array:
+        value: jax.Array = self.variable.get_value()
+        return value
+
+    def set_value(self, value: jax.Array) -> None:
+        self.variable.set_value(value)
+
+    def get_mask(self) -> None:
+        return None
+
+    def set_mask(self, mask: jax.Array) -> None:
+        raise ValueError("a variable outside the prunable layers has no mask")
+
+    def get_rewind_point(self) -> jax.Array:
+        return self.point
+
+    def set_rewind_point(self, value: jax.Array) -> None:
+        self.point = jnp.copy(value)
+
+
+class ModelRest:
+    """Every ``nnx.Param`` and ``nnx.BatchStat`` of ``model`` that no prunable layer
+    holds a rewind point for, as one layer with no masks whose rewind point is their
+    value when it is made."""
+
+    def __init__(self, model: nnx.Module) -> None:
+        held: set[int] = set()
+        for _, node in nnx.iter_graph(model):
+            if isinstance(node, PrunableModule):
+                held.update(id(h.variable) for h in node.parameter_handles().values())
+        self.handles: dict[str, _VariableHandle] = {}
+        for path, node in nnx.iter_graph(model):
+            if isinstance(node, REWOUND) and id(node) not in held:
+                held.add(id(node))
+                self.handles[".".join(str(k) for k in path)] = _VariableHandle(node)
+
+    def parameter_handles(self) -> Mapping[str, _VariableHandle]:
+        return self.handles
+
+    def __repr__(self) -> str:
+        return f"ModelRest({len(self.handles)} variables)"
+
+
+class Pruner(lotto_core.Pruner):
+    """``lotto_core.Pruner`` whose ``rewind()`` restores the whole ``model``.
+
+    Parameters
+    ----------
+    groups
+        The prune groups.
+    model
+        The NNX model the groups' layers belong to. ``rewind()`` then restores every
+        ``nnx.Param`` of it (masked where pruned) and every ``nnx.BatchStat`` to the
+        rewind point: the prunable layers' own rewind points, and, for everything else,
+        its value when the pruner is made. ``set_rewind_point()`` moves all of them.
+    rewind
+        ``"model"`` (the default): as above. ``"groups"``: rewind only the grouped
+        layers' parameters.
+
+    Warns
+    -----
+    UserWarning
+        At the first ``rewind()`` of a pruner made without ``model`` and with
+        ``rewind="model"``: only the grouped layers could be rewound.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[PruneGroup],
+        *,
+        model: nnx.Module | None = None,
+        rewind: Literal["model", "groups"] = "model",
+    ) -> None:
+        if rewind not in ("model", "groups"):
+            raise ValueError(f"rewind must be 'model' or 'groups', got {rewind!r}")
+        if model is not None and not isinstance(model, nnx.Module):
+            raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
+        super().__init__(groups, model_known=model is not None or rewind == "groups")
+        if model is not None and rewind == "model":
+            nodes = {id(node) for _, node in nnx.iter_graph(model)}
+            grouped = {id(layer) for layer in self.layers()}
+            missing = [layer for layer in self.layers() if id(layer) not in nodes]
+            if missing:
+                raise ValueError(f"model does not contain the grouped layer {type(missing[0]).__name__}")
+            others: list[PrunableLayer] = [
+                node
+                for _, node in nnx.iter_graph(model)
+                if isinstance(node, PrunableModule) and id(node) not in grouped
+            ]
+            others.append(ModelRest(model))
+            self.others = lotto_core.pruner._check_others(others, self.groups)
+        self.scope = rewind

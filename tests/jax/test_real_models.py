@@ -1,0 +1,282 @@
+"""The JAX adapter on training code that no one here wrote: weights read outside the
+layer's call, optimizer states kept across a prune, gradient noise; the number of
+compilations of an IMP run; a whole-model rewind; layers built the way Flax builds big
+models."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from lotto_backends.jax import (
+    MagnitudePruneGroup,
+    Optimizer,
+    PrunableLinear,
+    PrunableModule,
+    Pruner,
+    make_prunable,
+    model_masks,
+)
+
+TRANSFORMS = {
+    "sgd-momentum": lambda: optax.sgd(0.05, momentum=0.9),
+    "adam": lambda: optax.adam(1e-2),
+    "adamw": lambda: optax.adamw(1e-2, weight_decay=0.1),
+    "lion": lambda: optax.lion(1e-3),
+    "noise": lambda: optax.chain(optax.add_noise(0.1, 0.5, 0), optax.sgd(0.05)),
+}
+
+
+class _Tied(nnx.Module):
+    """A GPT-2-style tied head (the embedding read outside its own call), a learned
+    token, a BatchNorm, and an L1 penalty on a kernel read directly."""
+
+    def __init__(self, rngs: nnx.Rngs) -> None:
+        self.embed = nnx.Embed(16, 8, rngs=rngs)
+        self.hidden = nnx.Linear(8, 8, rngs=rngs)
+        self.bn = nnx.BatchNorm(8, rngs=rngs)
+        self.token = nnx.Param(jnp.zeros(8))
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        h = self.bn(nnx.relu(self.hidden(self.embed(ids)))) + self.token[...]
+        return h @ self.embed.embedding[...].T
+
+
+def _loss(model: _Tied, ids: jax.Array) -> jax.Array:
+    logits = model(ids)
+    return (
+        optax.softmax_cross_entropy_with_integer_labels(logits, ids).mean()
+        + 1e-2 * jnp.abs(model.hidden.kernel[...]).sum()
+    )
+
+
+@nnx.jit
+def _step(model: _Tied, optimizer: nnx.Optimizer, ids: jax.Array) -> jax.Array:
+    loss, grads = nnx.value_and_grad(_loss)(model, ids)
+    optimizer.update(model, grads)
+    return loss
+
+
+def _pruned_nonzero(model: _Tied) -> int:
+    return sum(
+        int(jnp.count_nonzero(w[...] * ~m[...]))
+        for w, m in [
+            (model.embed.embedding, model.embed.embedding_mask),
+            (model.hidden.kernel, model.hidden.kernel_mask),
+        ]
+    )
+
+
+def _run(optimizer_class: type[nnx.Optimizer], transform: str) -> tuple[_Tied, Pruner]:
+    model = make_prunable(_Tied(nnx.Rngs(0)))
+    pruner = Pruner([MagnitudePruneGroup([model.embed, model.hidden], 0.5)], model=model)
+    optimizer = optimizer_class(model, TRANSFORMS[transform](), wrt=nnx.Param)  # kept across the prunes
+    ids = jnp.arange(12) % 16
+    for _ in range(2):
+        for _ in range(3):
+            _step(model, optimizer, ids)
+        pruner.prune()
+    for _ in range(5):
+        _step(model, optimizer, ids)
+    return model, pruner
+
+
+@pytest.mark.parametrize("transform", list(TRANSFORMS))
+def test_the_lotto_optimizer_keeps_pruned_weights_zero_whatever_moves_them(transform):
+    model, pruner = _run(Optimizer, transform)
+    assert _pruned_nonzero(model) == 0
+    assert pruner.report().revived == 0
+
+
+def test_a_plain_optimizer_revives_pruned_weights_and_report_says_so():
+    model, pruner = _run(nnx.Optimizer, "adam")
+    assert _pruned_nonzero(model) > 0  # the failure the Lotto optimizer prevents
+    with pytest.warns(UserWarning, match="pruned weights are not zero"):
+        report = pruner.report()
+    assert report.revived == _pruned_nonzero(model)
+
+
+def test_model_masks_follow_the_parameters_structure():
+    model = make_prunable(_Tied(nnx.Rngs(0)))
+    masks = model_masks(model)
+    params = nnx.as_pure(nnx.state(model, nnx.Param))
+    assert jax.tree_util.tree_structure(masks, is_leaf=lambda x: x is None) == jax.tree_util.tree_structure(
+        jax.tree.map(lambda _: 0, params)
+    )
+    assert masks["embed"]["embedding"] is model.embed.embedding_mask.get_value()
+    assert masks["token"] is None
+    assert masks["hidden"]["bias"] is None
+
+
+class _Compiles:
+    """Counts XLA compilations of functions whose name contains ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stream = io.StringIO()
+        self.handler = logging.StreamHandler(self.stream)
+
+    def __enter__(self) -> _Compiles:
+        jax.config.update("jax_log_compiles", True)
+        logging.getLogger("jax").addHandler(self.handler)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        logging.getLogger("jax").removeHandler(self.handler)
+        jax.config.update("jax_log_compiles", False)
+
+    @property
+    def count(self) -> int:
+        return sum(1 for line in self.stream.getvalue().splitlines() if line.startswith(f"Compiling jit({self.name}"))
+
+
+class _MLP(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs) -> None:
+        self.a = nnx.Linear(4, 8, rngs=rngs)
+        self.b = nnx.Linear(8, 2, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.b(nnx.relu(self.a(x)))
+
+
+@pytest.mark.parametrize("reuse", [True, False], ids=["kept-optimizer", "new-optimizer"])
+@pytest.mark.parametrize("prune_first", [True, False], ids=["prune-first", "train-first"])
+def test_an_imp_run_compiles_the_step_as_often_as_the_plain_model(reuse, prune_first):
+    def imp(prunable: bool) -> int:
+        def counted_train_step(model, optimizer, x):
+            grads = nnx.grad(lambda m: (m(x) ** 2).mean())(model)
+            optimizer.update(model, grads)
+
+        step = nnx.jit(counted_train_step)
+        model = _MLP(nnx.Rngs(0))
+        pruner = None
+        if prunable:
+            make_prunable(model)
+            pruner = Pruner([MagnitudePruneGroup([model.a, model.b], 0.3)], model=model)
+        optimizer = Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+        with _Compiles("counted_train_step") as compiles:
+            for _ in range(3):
+                if not reuse:
+                    optimizer = Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+                if prune_first and pruner is not None:
+                    pruner.prune_and_rewind()
+                for _ in range(2):
+                    step(model, optimizer, jnp.ones((3, 4)))
+                if not prune_first and pruner is not None:
+                    pruner.prune_and_rewind()
+        return compiles.count
+
+    assert imp(prunable=True) == imp(prunable=False)
+
+
+class _WithRest(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs) -> None:
+        self.hidden = PrunableLinear(6, 8, rngs=rngs)
+        self.bn = nnx.BatchNorm(8, rngs=rngs)
+        self.cls = nnx.Param(jnp.zeros(8))
+        self.head = nnx.Linear(8, 3, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.head(self.bn(nnx.relu(self.hidden(x))) + self.cls[...])
+
+
+def _train_rest(model: _WithRest, steps: int = 3) -> None:
+    optimizer = Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    x = jax.random.normal(jax.random.key(1), (16, 6))
+    y = (x[:, 0] > 0).astype(jnp.int32)
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss = lambda m: optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()  # noqa: E731
+        optimizer.update(model, nnx.grad(loss)(model))
+
+    for _ in range(steps):
+        step(model, optimizer)
+
+
+def _flat(model: nnx.Module) -> dict[str, np.ndarray]:
+    return {str(path): np.asarray(v) for path, v in nnx.to_flat_state(nnx.as_pure(nnx.state(model)))}
+
+
+def test_rewind_restores_every_parameter_and_batch_statistic():
+    model = _WithRest(nnx.Rngs(0))
+    start = _flat(model)
+    pruner = Pruner([MagnitudePruneGroup([model.hidden], 0.5)], model=model)
+    _train_rest(model)
+    pruner.prune_and_rewind()
+    after = _flat(model)
+    mask = np.asarray(model.hidden.kernel_mask[...])
+    for key, value in after.items():
+        if "hidden" in key and "'kernel'" in key:
+            np.testing.assert_array_equal(value, np.where(mask, start[key], 0))
+        elif "kernel_mask" not in key:
+            np.testing.assert_array_equal(value, start[key], err_msg=key)
+
+
+def test_rewind_of_the_groups_only_and_the_warning_without_the_model():
+    model = _WithRest(nnx.Rngs(0))
+    pruner = Pruner([MagnitudePruneGroup([model.hidden], 0.5)], model=model, rewind="groups")
+    _train_rest(model)
+    trained = np.asarray(model.cls[...])
+    pruner.prune_and_rewind()
+    np.testing.assert_array_equal(model.cls[...], trained)
+    bare = Pruner([MagnitudePruneGroup([model.hidden], 0.5)])
+    with pytest.warns(UserWarning, match="restored only the grouped layers"):
+        bare.rewind()
+    with pytest.raises(ValueError, match="model does not contain"):
+        Pruner([MagnitudePruneGroup([model.hidden], 0.5)], model=_MLP(nnx.Rngs(1)))
+
+
+def test_prunable_layers_build_as_flax_builds_big_models():
+    abstract = nnx.eval_shape(lambda: PrunableLinear(4, 3, rngs=nnx.Rngs(0)))
+    assert abstract.kernel_mask.get_value().shape == (4, 3)
+    jitted = nnx.jit(lambda: PrunableLinear(4, 3, rngs=nnx.Rngs(0)))()
+    assert jitted.kernel_mask[...].all()
+
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def stack(rngs):
+        return PrunableLinear(4, 4, rngs=rngs)
+
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def plain_stack(rngs):
+        return nnx.Linear(4, 4, rngs=rngs)
+
+    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+    def forward(x, layer):
+        return nnx.relu(layer(x))
+
+    layers = stack(nnx.Rngs(0).split(3))
+    assert layers.kernel_mask[...].shape == (3, 4, 4)
+    converted = make_prunable(plain_stack(nnx.Rngs(0).split(3)))
+    assert isinstance(converted, PrunableModule)
+    Pruner([MagnitudePruneGroup([converted], 0.5)], model=converted).prune()
+    assert int(converted.kernel_mask[...].sum()) == 24
+    x = jnp.ones((2, 4))
+    assert forward(x, layers).shape == forward(x, converted).shape == (2, 4)
+
+
+def test_default_masks_skip_biases_and_scales_of_any_shape():
+    from lotto_backends.jax import pytree
+
+    params = {
+        "conv": {"weight": jnp.ones((8, 3, 3, 3)), "bias": jnp.ones((8, 1, 1))},  # Equinox Conv2d
+        "attention": {"query": {"kernel": jnp.ones((16, 2, 8)), "bias": jnp.ones((2, 8))}},  # linen MHA
+        "linear": {"w": jnp.ones((4, 4)), "b": jnp.ones((4,))},  # Haiku
+        "norm": {"scale": jnp.ones((1, 4)), "offset": jnp.ones((1, 4))},
+        "embed": {"embedding": jnp.ones((10, 4))},
+    }
+    masks = pytree.init_masks(params)
+    assert masks["conv"]["bias"] is None
+    assert masks["attention"]["query"]["bias"] is None
+    assert masks["linear"]["b"] is None
+    assert masks["norm"]["scale"] is None
+    assert masks["norm"]["offset"] is None
+    for leaf in (masks["conv"]["weight"], masks["attention"]["query"]["kernel"], masks["embed"]["embedding"]):
+        assert leaf is not None
