@@ -444,5 +444,5 @@ def test_a_pruned_vit_comes_back_pruned_although_transformers_renames_its_keys(t
     _state_equal(model, hf.from_pretrained(transformers.ViTModel, tmp_path, exclude=embeddings))
     with pytest.raises(ValueError, match="does not match the model's prunable layers"):
         hf.from_pretrained(transformers.ViTModel, tmp_path, exclude=[embeddings, nn.LayerNorm])
-    with pytest.raises(FileNotFoundError, match="lotto_state.pt does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"lotto_state\.pt does not exist"):
         hf.from_pretrained(transformers.ViTModel, tmp_path / "elsewhere")
