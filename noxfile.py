@@ -112,7 +112,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on lotto_core."""
+    """mypy --strict on lotto_core and lotto_backends.torch."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "typecheck"))
     session.run("mypy")
 

@@ -173,11 +173,12 @@ class _Search:
 
         def run(i: int, a: int, b: int) -> tuple[int, int]:
             p = self.params[i]
-            return kernels.count_band(p.keys[a:b], None if p.mask is None else p.mask[a:b], so, floor, lo, hi)
+            below, upto = kernels.count_band(p.keys[a:b], None if p.mask is None else p.mask[a:b], so, floor, lo, hi)
+            return int(below), int(upto)
 
         return self._sum(self.map(run, self.tasks))
 
-    def _sum(self, results: list[tuple[int, ...]]) -> _Counts:
+    def _sum(self, results: Sequence[tuple[Any, ...]]) -> _Counts:
         below, upto = [0] * len(self.params), [0] * len(self.params)
         for (i, _, _), (b, u, *_) in zip(self.tasks, results, strict=True):
             below[i] += b

@@ -26,8 +26,38 @@ from lotto_core import (
 from . import _select, _write, layers  # the core's groups select and write CPU tensors with fused kernels
 from ._masking import mask_gradients, remask
 from .convert import dense_layers, make_prunable
-from .layers import *  # noqa: F403  (the Prunable* classes)
-from .layers import PRUNABLE_TYPES, PrunableModule, TorchParameterHandle, register_prunable
+from .layers import (
+    PRUNABLE_TYPES,
+    PrunableBatchNorm1d,
+    PrunableBatchNorm2d,
+    PrunableBatchNorm3d,
+    PrunableBilinear,
+    PrunableConv1d,
+    PrunableConv2d,
+    PrunableConv3d,
+    PrunableConvTranspose1d,
+    PrunableConvTranspose2d,
+    PrunableConvTranspose3d,
+    PrunableEmbedding,
+    PrunableEmbeddingBag,
+    PrunableGroupNorm,
+    PrunableGRU,
+    PrunableGRUCell,
+    PrunableInstanceNorm1d,
+    PrunableInstanceNorm2d,
+    PrunableInstanceNorm3d,
+    PrunableLayerNorm,
+    PrunableLinear,
+    PrunableLSTM,
+    PrunableLSTMCell,
+    PrunableModule,
+    PrunableMultiheadAttention,
+    PrunableRMSNorm,
+    PrunableRNN,
+    PrunableRNNCell,
+    TorchParameterHandle,
+    register_prunable,
+)
 from .pruner import ModelRest, Pruner
 from .sparse import SparseLinear, SparseStored, sparsify, to_scipy
 
@@ -36,7 +66,33 @@ __all__ = [
     "LayerwiseMagnitudePruneGroup",
     "MagnitudePruneGroup",
     "ModelRest",
+    "PrunableBatchNorm1d",
+    "PrunableBatchNorm2d",
+    "PrunableBatchNorm3d",
+    "PrunableBilinear",
+    "PrunableConv1d",
+    "PrunableConv2d",
+    "PrunableConv3d",
+    "PrunableConvTranspose1d",
+    "PrunableConvTranspose2d",
+    "PrunableConvTranspose3d",
+    "PrunableEmbedding",
+    "PrunableEmbeddingBag",
+    "PrunableGRU",
+    "PrunableGRUCell",
+    "PrunableGroupNorm",
+    "PrunableInstanceNorm1d",
+    "PrunableInstanceNorm2d",
+    "PrunableInstanceNorm3d",
+    "PrunableLSTM",
+    "PrunableLSTMCell",
+    "PrunableLayerNorm",
+    "PrunableLinear",
     "PrunableModule",
+    "PrunableMultiheadAttention",
+    "PrunableRMSNorm",
+    "PrunableRNN",
+    "PrunableRNNCell",
     "PruneGroup",
     "Pruner",
     "RandomPruneGroup",
@@ -51,7 +107,6 @@ __all__ = [
     "remask",
     "sparsify",
     "to_scipy",
-    *(cls.__name__ for cls in PRUNABLE_TYPES.values()),
 ]
 
 del _select, _write, layers

@@ -4,6 +4,7 @@ their memory, and zeroing in place."""
 from __future__ import annotations
 
 import math
+from typing import TypeGuard
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ INT_OF = {
 """The integer dtype of each float dtype's width: the dtype of its keys."""
 
 
-def _plain_cpu(t: object) -> bool:
+def _plain_cpu(t: object) -> TypeGuard[torch.Tensor]:
     return (
         isinstance(t, torch.Tensor)
         and t.device.type == "cpu"
@@ -36,23 +37,25 @@ def _plain_cpu(t: object) -> bool:
 def key_view(t: object) -> np.ndarray | None:
     """The flat integer view of a contiguous CPU float tensor's bits (the kernels'
     keys), or ``None`` where the kernels do not apply."""
-    if not _plain_cpu(t) or t.dtype not in INT_OF:  # type: ignore[union-attr]
+    if not _plain_cpu(t) or t.dtype not in INT_OF:
         return None
-    view: np.ndarray = t.detach().view(INT_OF[t.dtype]).reshape(-1).numpy()  # type: ignore[union-attr]
+    view: np.ndarray = t.detach().view(INT_OF[t.dtype]).reshape(-1).numpy()
     return view
 
 
 def weight_keys(t: object) -> tuple[np.ndarray, KeyFormat] | None:
     """A weight's keys (``key_view``) and their format, or ``None``."""
     keys = key_view(t)
-    return None if keys is None else (keys, FORMATS[str(t.dtype).removeprefix("torch.")])  # type: ignore[union-attr]
+    if keys is None or not isinstance(t, torch.Tensor):
+        return None
+    return keys, FORMATS[str(t.dtype).removeprefix("torch.")]
 
 
 def bool_view(t: object) -> np.ndarray | None:
     """The flat NumPy view of a contiguous CPU bool tensor, or ``None``."""
-    if not _plain_cpu(t) or t.dtype != torch.bool:  # type: ignore[union-attr]
+    if not _plain_cpu(t) or t.dtype != torch.bool:
         return None
-    view: np.ndarray = t.reshape(-1).numpy()  # type: ignore[union-attr]
+    view: np.ndarray = t.reshape(-1).numpy()
     return view
 
 

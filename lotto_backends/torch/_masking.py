@@ -22,7 +22,7 @@ NaN non-finite, and a negative one as -0.0 (equal to 0); pruning, rewinding and 
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -31,6 +31,9 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from . import _cpu
 
+if TYPE_CHECKING:
+    from .layers import PrunableModule
+
 __all__ = [
     "buffer_key",
     "check_mask",
@@ -38,6 +41,7 @@ __all__ = [
     "holder",
     "mark_clean",
     "mask_gradients",
+    "mask_key",
     "remask",
     "remask_if_changed",
     "zero_pruned",
@@ -57,29 +61,45 @@ def buffer_key(name: str) -> str:
     return name.replace(".", "_")
 
 
-def holder(param: torch.Tensor) -> tuple[nn.Module, str] | None:
+def holder(param: torch.Tensor) -> tuple[PrunableModule, str] | None:
     """The live layer that holds ``param``'s mask and rewind point, and its name there."""
-    entry = _HELD.get(param)
+    entry = _HELD.get(param)  # type: ignore[no-untyped-call]
     layer = None if entry is None else entry[0]()
     return None if layer is None else (layer, entry[1])
 
 
-def hold(layer: nn.Module, name: str, param: torch.Tensor) -> None:
+def hold(layer: PrunableModule, name: str, param: torch.Tensor) -> None:
     """Record that ``layer`` holds ``param``'s mask and rewind point."""
     _HELD[param] = (weakref.ref(layer), name)
 
 
-def mark_clean(layer: nn.Module, name: str, param: torch.Tensor) -> None:
-    """Record that ``param`` is masked as of now (its version, and the mask's identity
-    and version), and register it for the optimizer hook."""
+_generation = 0  # moves whenever a masked parameter or a mask object changes: optimizer plans rebuild
+
+
+def _moved() -> None:
+    global _generation
+    _generation += 1
+
+
+def mask_key(name: str) -> str:
+    """The mask buffer's name for parameter ``name`` of its holding layer."""
+    return name.replace(".", "_") + "_mask"
+
+
+def mark_clean(layer: PrunableModule, name: str, param: torch.Tensor) -> None:
+    """Record that ``param`` is masked as of now: the parameter, its version, the mask
+    and its version, and the layer's identity (a copied or unpickled layer is not the
+    one recorded); register it for the optimizer hook when any of them is new."""
     mask = _mask_of(layer, name)
-    layer._lotto_versions[name] = (param._version, mask, mask._version)
-    _MASKED[param] = (weakref.ref(layer), name)
+    seen = layer._lotto_versions.get(name)
+    if seen is None or seen[0] is not param or seen[2] is not mask or seen[4] != id(layer):
+        _MASKED[param] = (weakref.ref(layer), name)
+        _moved()
+    layer._lotto_versions[name] = (param, param._version, mask, mask._version, id(layer))
 
 
 def _mask_of(layer: nn.Module, name: str) -> torch.Tensor:
-    mask: torch.Tensor = layer.get_buffer(buffer_key(name) + "_mask")
-    return mask
+    return cast(torch.Tensor, layer._buffers[mask_key(name)])
 
 
 def check_mask(mask: object, param: torch.Tensor, where: str) -> torch.Tensor:
@@ -107,34 +127,36 @@ def zero_pruned(param: torch.Tensor, mask: torch.Tensor) -> None:
             param.masked_fill_(torch.logical_not(mask), 0)
 
 
-def _remultiply(layer: nn.Module, name: str, param: torch.Tensor) -> None:
+def _remultiply(layer: PrunableModule, name: str, param: torch.Tensor) -> None:
     """Multiply ``param`` in place by its mask (pruned entries become 0)."""
     with torch.no_grad():
         param.mul_(_mask_of(layer, name).view(torch.uint8))
     mark_clean(layer, name, param)
 
 
-def remask_if_changed(layer: nn.Module, _args: Any) -> None:
+def remask_if_changed(layer: PrunableModule, _args: Any) -> None:
     """Forward pre-hook: re-zero each masked parameter that changed since it was masked,
     and apply a mask that was edited in place, assigned or loaded since then (checked
-    first: a broken mask raises before anything is written).
+    first: a broken mask raises before anything is written). A few dictionary look-ups
+    and version reads per parameter when nothing changed.
 
     A compiled forward skips it (``torch.compile`` cannot trace version counters without a
     graph break): there the optimizer hook keeps pruned weights at zero, and a mask or
     weight edited by hand takes effect at the next optimizer step or ``remask(model)``."""
     if torch.compiler.is_compiling():
         return
-    for owner, name, param in layer._lotto_masked_parameters():
+    for owner, name, module, attr, key in layer._lotto_plan:
+        param = cast(torch.Tensor, module._parameters[attr])
+        mask = cast(torch.Tensor, owner._buffers[key])
         seen = owner._lotto_versions.get(name)
-        mask = _mask_of(owner, name)
-        if seen is not None and seen[1] is mask and seen[2] == mask._version:
-            if seen[0] != param._version or param not in _MASKED:
+        if seen is not None and seen[0] is param and seen[2] is mask and seen[3] == mask._version:
+            if seen[1] != param._version or seen[4] != id(owner):
                 _remultiply(owner, name, param)
             continue
         _apply_mask(owner, name, param)
 
 
-def _apply_mask(owner: nn.Module, name: str, param: torch.Tensor) -> None:
+def _apply_mask(owner: PrunableModule, name: str, param: torch.Tensor) -> None:
     mask = _mask_of(owner, name)
     check_mask(mask, param, f"{type(owner).__name__}.{buffer_key(name)}_mask")
     zero_pruned(param, mask)  # exact +0.0 wherever it prunes
@@ -148,10 +170,15 @@ def remask(model: nn.Module) -> None:
     such edits when the model runs under ``torch.compile``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    for layer in model.modules():
-        if hasattr(layer, "_lotto_masked_parameters"):
-            for owner, name, param in layer._lotto_masked_parameters():
-                _apply_mask(owner, name, param)
+    for layer in _prunable_layers(model):
+        for owner, name, param in layer._lotto_masked_parameters():
+            _apply_mask(owner, name, param)
+
+
+def _prunable_layers(model: nn.Module) -> list[PrunableModule]:
+    from .layers import PrunableModule
+
+    return [layer for layer in model.modules() if isinstance(layer, PrunableModule)]
 
 
 _GRAD_HOOKS: WeakIdKeyDictionary = WeakIdKeyDictionary()  # parameter -> its gradient-masking hook
@@ -172,15 +199,15 @@ def mask_gradients(model: nn.Module, enabled: bool = True) -> None:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    for layer in model.modules():
-        if not hasattr(layer, "_lotto_masked_parameters"):
-            continue
+    for layer in _prunable_layers(model):
         for owner, name, param in layer._lotto_masked_parameters():
-            hook = _GRAD_HOOKS.pop(param, None)
+            hook = _GRAD_HOOKS.pop(param, None)  # type: ignore[no-untyped-call]
             if hook is not None:
                 hook.remove()
             if enabled:
-                _GRAD_HOOKS[param] = param.register_post_accumulate_grad_hook(_grad_masker(owner, name))
+                _GRAD_HOOKS[param] = param.register_post_accumulate_grad_hook(  # type: ignore[no-untyped-call]
+                    _grad_masker(owner, name)
+                )
 
 
 def _grad_masker(owner: nn.Module, name: str) -> Any:
@@ -194,22 +221,38 @@ def _grad_masker(owner: nn.Module, name: str) -> Any:
     return mask_grad
 
 
+# optimizer -> (key, [(layer, name)], params, masks, masks as uint8): rebuilt when the
+# optimizer's parameters or any mask object change
+_PLANS: weakref.WeakKeyDictionary[torch.optim.Optimizer, tuple[Any, ...]] = weakref.WeakKeyDictionary()
+
+
+def _plan(optimizer: torch.optim.Optimizer) -> tuple[Any, ...]:
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    key = (_generation, tuple(map(id, held)))
+    plan = _PLANS.get(optimizer)
+    if plan is not None and plan[0] == key:
+        return plan
+    owners, params, masks = [], [], []
+    for param in held:
+        entry = _MASKED.get(param)  # type: ignore[no-untyped-call]
+        layer = None if entry is None else entry[0]()
+        if layer is not None:
+            owners.append((layer, entry[1]))
+            params.append(param)
+            masks.append(_mask_of(layer, entry[1]))
+    plan = (key, owners, params, masks, [m.view(torch.uint8) for m in masks])
+    _PLANS[optimizer] = plan
+    return plan
+
+
 def _after_optimizer_step(optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
     """Re-zero every masked parameter that the optimizer holds, in one fused multiply."""
-    owners, params, masks = [], [], []
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            entry = _MASKED.get(param)
-            layer = None if entry is None else entry[0]()
-            if layer is not None:
-                owners.append((layer, entry[1]))
-                params.append(param)
-                masks.append(_mask_of(layer, entry[1]).view(torch.uint8))
+    _, owners, params, masks, flags = _plan(optimizer)
     if params:
         with torch.no_grad():
-            torch._foreach_mul_(params, masks)
-        for (layer, name), param in zip(owners, params, strict=True):
-            mark_clean(layer, name, param)
+            torch._foreach_mul_(params, flags)
+        for (layer, name), param, mask in zip(owners, params, masks, strict=True):
+            layer._lotto_versions[name] = (param, param._version, mask, mask._version, id(layer))
 
 
 register_optimizer_step_post_hook(_after_optimizer_step)

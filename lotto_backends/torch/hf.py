@@ -49,7 +49,7 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike[str], **kwargs: An
     if not lotto:
         raise ValueError("model has no prunable layer: make_prunable(model) first")
     plain = {k: v for k, v in model.state_dict().items() if k not in lotto}
-    model.save_pretrained(path, state_dict=plain, **kwargs)
+    model.save_pretrained(path, state_dict=plain, **kwargs)  # type: ignore[operator]
     torch.save({"format": _FORMAT, "state": lotto}, os.path.join(path, LOTTO_STATE))
 
 

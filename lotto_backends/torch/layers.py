@@ -27,19 +27,46 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from ._masking import buffer_key, check_mask, hold, holder, mark_clean, remask_if_changed, zero_pruned
+from ._masking import buffer_key, check_mask, hold, holder, mark_clean, mask_key, remask_if_changed, zero_pruned
 
 __all__ = [
     "PRUNABLE_TYPES",
     "LayerSpec",
+    "PrunableBatchNorm1d",
+    "PrunableBatchNorm2d",
+    "PrunableBatchNorm3d",
+    "PrunableBilinear",
+    "PrunableConv1d",
+    "PrunableConv2d",
+    "PrunableConv3d",
+    "PrunableConvTranspose1d",
+    "PrunableConvTranspose2d",
+    "PrunableConvTranspose3d",
+    "PrunableEmbedding",
+    "PrunableEmbeddingBag",
+    "PrunableGRU",
+    "PrunableGRUCell",
+    "PrunableGroupNorm",
+    "PrunableInstanceNorm1d",
+    "PrunableInstanceNorm2d",
+    "PrunableInstanceNorm3d",
+    "PrunableLSTM",
+    "PrunableLSTMCell",
+    "PrunableLayerNorm",
+    "PrunableLinear",
     "PrunableModule",
+    "PrunableMultiheadAttention",
+    "PrunableRMSNorm",
+    "PrunableRNN",
+    "PrunableRNNCell",
     "TorchParameterHandle",
     "layer_spec",
     "refuse_inference_mode",
@@ -122,10 +149,37 @@ class PrunableModule(nn.Module):
 
     _lotto_prunable: Callable[[nn.Module], list[str]]
     _lotto_base: type[nn.Module]
+    # parameter name -> (parameter, its version, mask, its version, id of the layer) when last masked
+    _lotto_versions: dict[str, tuple[torch.Tensor, int, torch.Tensor, int, int]]
+    _lotto_plan: list[tuple[PrunableModule, str, nn.Module, str, str]]
+    _lotto_tied: dict[str, tuple[PrunableModule, str]]
+    _lotto_rewind_device: torch.device | None
+
+    def __init_subclass__(
+        cls,
+        base: type[nn.Module] | None = None,
+        prunable: Callable[[nn.Module], list[str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``class PrunableX(X, PrunableModule, base=X, prunable=spec)`` makes the twin
+        of ``X``: ``X``'s constructor (or one built ``X`` to adopt), then the masks."""
+        super().__init_subclass__(**kwargs)
+        if base is None or prunable is None:
+            return
+        cls._lotto_base = base
+        cls._lotto_prunable = staticmethod(prunable)
+        cls.__init__ = _twin_init(base)  # type: ignore[method-assign]
+        if not cls.__doc__:
+            where = f"torch.nn.{base.__name__}" if base.__module__.startswith("torch.nn.") else base.__qualname__
+            where = where if where.startswith("torch.nn.") else f"{base.__module__}.{where}"
+            cls.__doc__ = (
+                f"A prunable :class:`{where}`: the same constructor arguments, "
+                f"or one built ``{base.__name__}`` to adopt. See :mod:`lotto_backends.torch.layers`."
+            )
 
     def _lotto_setup(self) -> None:
         refuse_inference_mode(f"making a {self._lotto_base.__name__} prunable")
-        self._lotto_versions: dict[str, tuple[int, torch.Tensor, int]] = {}
+        self._lotto_versions: dict[str, tuple[torch.Tensor, int, torch.Tensor, int, int]] = {}
         self._lotto_rewind_device: torch.device | None = None
         # parameters that another prunable layer already holds (tied weights): name ->
         # (that layer, the parameter's name there); their mask and rewind point are its
@@ -134,22 +188,28 @@ class PrunableModule(nn.Module):
         for name, param in self.named_parameters():
             held = holder(param)
             if held is not None and held[0] is not self:
-                self._lotto_tied[name] = held  # type: ignore[assignment]
+                self._lotto_tied[name] = held
                 continue
             if name in names:
                 self.register_buffer(buffer_key(name) + "_mask", torch.ones_like(param, dtype=torch.bool))
             self.register_buffer(buffer_key(name) + "_rewind", param.detach().clone())
             hold(self, name, param)
+        # what the forward pre-hook checks: (holding layer, name there, module owning the
+        # parameter, its attribute, the mask's buffer name), for each masked parameter
+        self._lotto_plan: list[tuple[PrunableModule, str, nn.Module, str, str]] = []
+        for name, _ in self.named_parameters():
+            owner, owned = self._lotto_tied.get(name, (self, name))
+            if mask_key(owned) in owner._buffers:
+                prefix, _, attr = name.rpartition(".")
+                self._lotto_plan.append((owner, owned, self.get_submodule(prefix), attr, mask_key(owned)))
         for owner, name, param in self._lotto_masked_parameters():
             mark_clean(owner, name, param)
         self.register_forward_pre_hook(remask_if_changed)
 
     def _lotto_masked_parameters(self) -> Iterator[tuple[PrunableModule, str, nn.Parameter]]:
         """``(layer holding the mask, name there, parameter)`` for each masked parameter."""
-        for name, param in self.named_parameters():
-            owner, owned = self._lotto_tied.get(name, (self, name))
-            if buffer_key(owned) + "_mask" in owner._buffers:
-                yield owner, owned, param
+        for owner, owned, module, attr, _ in self._lotto_plan:
+            yield owner, owned, cast(nn.Parameter, module._parameters[attr])
 
     def set_rewind_device(self, device: str | torch.device | None) -> PrunableModule:
         """Keep this layer's rewind points on ``device`` whatever ``.to()`` does later
@@ -161,14 +221,15 @@ class PrunableModule(nn.Module):
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> PrunableModule:
         if self._lotto_rewind_device is None:
-            return super()._apply(fn, recurse)
+            super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+            return self
         order = list(self._buffers)
         pinned = {key: self._buffers.pop(key) for key in order if key.endswith("_rewind")}
-        super()._apply(fn, recurse)
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
         names = {buffer_key(name) + "_rewind": name for name, _ in self.named_parameters()}
         for key, point in pinned.items():
             dtype = self.get_parameter(names[key]).dtype
-            pinned[key] = point.to(device=self._lotto_rewind_device, dtype=dtype)
+            pinned[key] = cast(torch.Tensor, point).to(device=self._lotto_rewind_device, dtype=dtype)
         self._buffers = {key: pinned[key] if key in pinned else self._buffers[key] for key in order}
         return self
 
@@ -187,9 +248,9 @@ def _adopt(self: nn.Module, built: nn.Module) -> None:
         self.__dict__[key] = type(value)(value) if isinstance(value, dict | list | set) else value
 
 
-def _prunable_class(
-    base: type[nn.Module], prunable: Callable[[nn.Module], list[str]], *, generated: bool = False
-) -> type[PrunableModule]:
+def _twin_init(base: type[nn.Module]) -> Callable[..., None]:
+    """The ``__init__`` of ``base``'s twin: ``base``'s, or adopting one built ``base``;
+    then the masks and rewind points. It shows ``base``'s signature."""
     signature = inspect.signature(base)
 
     @functools.wraps(base.__init__)
@@ -204,23 +265,25 @@ def _prunable_class(
     __init__.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *signature.parameters.values()]
     )
+    return __init__
+
+
+def _generated_class(base: type[nn.Module], prunable: Callable[[nn.Module], list[str]]) -> type[PrunableModule]:
+    """The twin of a type that is not one of this module's: pickle and deepcopy rebuild
+    it from its base."""
     name = "Prunable" + base.__name__
-    namespace: dict[str, Any] = {
-        "__init__": __init__,
-        "__module__": __name__,
-        "__qualname__": name,
-        "__doc__": f"A prunable :class:`{base.__module__}.{base.__qualname__}`: the same constructor arguments, "
-        f"or one built ``{base.__name__}`` to adopt. See :mod:`lotto_backends.torch.layers`.",
-        "_lotto_prunable": staticmethod(prunable),
-        "_lotto_base": base,
-    }
-    if generated:  # not a name of this module: pickle and deepcopy rebuild it from its base
-        namespace["__reduce_ex__"] = _reduce_generated
-    return type(name, (base, PrunableModule), namespace)
+    namespace = {"__module__": __name__, "__qualname__": name, "__reduce_ex__": _reduce_generated}
+    cls: type[PrunableModule] = types.new_class(
+        name,
+        (base, PrunableModule),
+        {"base": base, "prunable": prunable},
+        lambda ns: ns.update(namespace),
+    )
+    return cls
 
 
 def _reduce_generated(self: PrunableModule, protocol: Any) -> tuple[Any, ...]:
-    return (_new_twin, (self._lotto_base,), self.__getstate__())
+    return (_new_twin, (self._lotto_base,), self.__getstate__())  # type: ignore[no-untyped-call]
 
 
 def _new_twin(base: type[nn.Module]) -> PrunableModule:
@@ -272,13 +335,146 @@ _SPECS: dict[type[nn.Module], Callable[[nn.Module], list[str]]] = {
     nn.RMSNorm: _weight,
 }
 
+# The twins of the torch.nn layers, written out so that type checkers and IDEs see them.
+
+
+class PrunableLinear(nn.Linear, PrunableModule, base=nn.Linear, prunable=_weight):
+    pass
+
+
+class PrunableBilinear(nn.Bilinear, PrunableModule, base=nn.Bilinear, prunable=_weight):
+    pass
+
+
+class PrunableConv1d(nn.Conv1d, PrunableModule, base=nn.Conv1d, prunable=_weight):
+    pass
+
+
+class PrunableConv2d(nn.Conv2d, PrunableModule, base=nn.Conv2d, prunable=_weight):
+    pass
+
+
+class PrunableConv3d(nn.Conv3d, PrunableModule, base=nn.Conv3d, prunable=_weight):
+    pass
+
+
+class PrunableConvTranspose1d(nn.ConvTranspose1d, PrunableModule, base=nn.ConvTranspose1d, prunable=_weight):
+    pass
+
+
+class PrunableConvTranspose2d(nn.ConvTranspose2d, PrunableModule, base=nn.ConvTranspose2d, prunable=_weight):
+    pass
+
+
+class PrunableConvTranspose3d(nn.ConvTranspose3d, PrunableModule, base=nn.ConvTranspose3d, prunable=_weight):
+    pass
+
+
+class PrunableEmbedding(nn.Embedding, PrunableModule, base=nn.Embedding, prunable=_weight):
+    pass
+
+
+class PrunableEmbeddingBag(nn.EmbeddingBag, PrunableModule, base=nn.EmbeddingBag, prunable=_weight):
+    pass
+
+
+class PrunableRNN(nn.RNN, PrunableModule, base=nn.RNN, prunable=_recurrent):
+    pass
+
+
+class PrunableLSTM(nn.LSTM, PrunableModule, base=nn.LSTM, prunable=_recurrent):
+    pass
+
+
+class PrunableGRU(nn.GRU, PrunableModule, base=nn.GRU, prunable=_recurrent):
+    pass
+
+
+class PrunableRNNCell(nn.RNNCell, PrunableModule, base=nn.RNNCell, prunable=_recurrent):
+    pass
+
+
+class PrunableLSTMCell(nn.LSTMCell, PrunableModule, base=nn.LSTMCell, prunable=_recurrent):
+    pass
+
+
+class PrunableGRUCell(nn.GRUCell, PrunableModule, base=nn.GRUCell, prunable=_recurrent):
+    pass
+
+
+class PrunableMultiheadAttention(
+    nn.MultiheadAttention, PrunableModule, base=nn.MultiheadAttention, prunable=_attention
+):
+    pass
+
+
+class PrunableBatchNorm1d(nn.BatchNorm1d, PrunableModule, base=nn.BatchNorm1d, prunable=_weight):
+    pass
+
+
+class PrunableBatchNorm2d(nn.BatchNorm2d, PrunableModule, base=nn.BatchNorm2d, prunable=_weight):
+    pass
+
+
+class PrunableBatchNorm3d(nn.BatchNorm3d, PrunableModule, base=nn.BatchNorm3d, prunable=_weight):
+    pass
+
+
+class PrunableLayerNorm(nn.LayerNorm, PrunableModule, base=nn.LayerNorm, prunable=_weight):
+    pass
+
+
+class PrunableGroupNorm(nn.GroupNorm, PrunableModule, base=nn.GroupNorm, prunable=_weight):
+    pass
+
+
+class PrunableInstanceNorm1d(nn.InstanceNorm1d, PrunableModule, base=nn.InstanceNorm1d, prunable=_weight):
+    pass
+
+
+class PrunableInstanceNorm2d(nn.InstanceNorm2d, PrunableModule, base=nn.InstanceNorm2d, prunable=_weight):
+    pass
+
+
+class PrunableInstanceNorm3d(nn.InstanceNorm3d, PrunableModule, base=nn.InstanceNorm3d, prunable=_weight):
+    pass
+
+
+class PrunableRMSNorm(nn.RMSNorm, PrunableModule, base=nn.RMSNorm, prunable=_weight):
+    pass
+
+
 PRUNABLE_TYPES: dict[type[nn.Module], type[PrunableModule]] = {
-    base: _prunable_class(base, spec) for base, spec in _SPECS.items()
+    nn.Linear: PrunableLinear,
+    nn.Bilinear: PrunableBilinear,
+    nn.Conv1d: PrunableConv1d,
+    nn.Conv2d: PrunableConv2d,
+    nn.Conv3d: PrunableConv3d,
+    nn.ConvTranspose1d: PrunableConvTranspose1d,
+    nn.ConvTranspose2d: PrunableConvTranspose2d,
+    nn.ConvTranspose3d: PrunableConvTranspose3d,
+    nn.Embedding: PrunableEmbedding,
+    nn.EmbeddingBag: PrunableEmbeddingBag,
+    nn.RNN: PrunableRNN,
+    nn.LSTM: PrunableLSTM,
+    nn.GRU: PrunableGRU,
+    nn.RNNCell: PrunableRNNCell,
+    nn.LSTMCell: PrunableLSTMCell,
+    nn.GRUCell: PrunableGRUCell,
+    nn.MultiheadAttention: PrunableMultiheadAttention,
+    nn.BatchNorm1d: PrunableBatchNorm1d,
+    nn.BatchNorm2d: PrunableBatchNorm2d,
+    nn.BatchNorm3d: PrunableBatchNorm3d,
+    nn.LayerNorm: PrunableLayerNorm,
+    nn.GroupNorm: PrunableGroupNorm,
+    nn.InstanceNorm1d: PrunableInstanceNorm1d,
+    nn.InstanceNorm2d: PrunableInstanceNorm2d,
+    nn.InstanceNorm3d: PrunableInstanceNorm3d,
+    nn.RMSNorm: PrunableRMSNorm,
 }
 """Each supported ``torch.nn`` layer type and its prunable twin."""
 
-globals().update({cls.__name__: cls for cls in PRUNABLE_TYPES.values()})
-__all__ += sorted(cls.__name__ for cls in PRUNABLE_TYPES.values())
+assert set(PRUNABLE_TYPES) == set(_SPECS)  # every spec has its written-out twin
 
 
 @dataclass(frozen=True)
@@ -393,5 +589,5 @@ def twin_class(layer_type: type[nn.Module]) -> type[PrunableModule] | None:
         spec = layer_spec(layer_type)
         if spec is None:
             return None
-        _GENERATED[layer_type] = _prunable_class(layer_type, spec.prunable, generated=True)
+        _GENERATED[layer_type] = _generated_class(layer_type, spec.prunable)
     return _GENERATED[layer_type]

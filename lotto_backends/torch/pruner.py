@@ -129,7 +129,8 @@ class Pruner(lotto_core.Pruner):
         super().__init__(groups, model_known=model is not None or rewind == "groups")
         if model is not None and rewind == "model":
             grouped = {id(layer) for layer in self.layers()}
-            missing = [layer for layer in self.layers() if not any(layer is m for m in model.modules())]
+            modules = {id(m) for m in model.modules()}
+            missing = [layer for layer in self.layers() if id(layer) not in modules]
             if missing:
                 raise ValueError(f"model does not contain the grouped layer {missing[0]!r}")
             others = [m for m in model.modules() if isinstance(m, PrunableModule) and id(m) not in grouped]

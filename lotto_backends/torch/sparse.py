@@ -52,7 +52,7 @@ class SparseLinear(nn.Module):
     def __init__(self, layer: PrunableLinear) -> None:
         super().__init__()
         self.in_features, self.out_features = layer.in_features, layer.out_features
-        mask = layer.weight_mask
+        mask = layer.get_buffer("weight_mask")
         self.weight = nn.Parameter(_csr(layer.weight, mask), requires_grad=False)
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
         self.density = int(mask.sum()) / mask.numel()
@@ -61,7 +61,7 @@ class SparseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dense_compute:
-            return nn.functional.linear(x, self._dense_weight, self.bias)
+            return nn.functional.linear(x, self.get_buffer("_dense_weight"), self.bias)
         flat = x.reshape(-1, self.in_features)
         out = torch.mm(self.weight, flat.t()).t()
         if self.bias is not None:
@@ -87,20 +87,21 @@ class SparseStored(nn.Module):
             if mask is not None:
                 sparse[buffer_key(name)] = _csr(handle.get_value(), mask)
                 self.shapes[name] = handle.get_value().shape
-        self.module = copy.deepcopy(layer)
-        self.module.__class__ = type(layer)._lotto_base  # the plain torch layer again
-        del self.module._lotto_versions
+        self.module: nn.Module = copy.deepcopy(layer)
+        self.module.__class__ = type(layer)._lotto_base  # type: ignore[assignment]  # the plain torch layer again
+        for attr in [a for a in vars(self.module) if a.startswith("_lotto_")]:
+            delattr(self.module, attr)
         for name in self.shapes:
             owner, _, attr = name.rpartition(".")
             target = self.module.get_submodule(owner)
             delattr(target, attr)
             setattr(target, attr, torch.empty(0))  # placeholder; the forward passes the real weight
-        for key in list(self.module._buffers):
-            if key.endswith(("_mask", "_rewind")):
-                del self.module._buffers[key]
-        for key, hook in list(self.module._forward_pre_hooks.items()):
+        for buffer in list(self.module._buffers):
+            if buffer.endswith(("_mask", "_rewind")):
+                del self.module._buffers[buffer]
+        for hook_id, hook in list(self.module._forward_pre_hooks.items()):
             if hook is remask_if_changed:
-                del self.module._forward_pre_hooks[key]
+                del self.module._forward_pre_hooks[hook_id]
         for key, csr in sparse.items():
             self.register_buffer(key, csr)
 
