@@ -130,7 +130,9 @@ def demo(session: nox.Session) -> None:
     """The lottery-ticket experiment: ``lotto`` with the options given after ``--``
     (none: the quick default run; ``-- --preset paper``: the paper's protocol; ``-- --backend
     jax``: on JAX)."""
-    session.install("torch==2.13.0", "-e", ".[torch,jax,experiment]")
+    # pip's own progress shows (the first install downloads JAX and friends); `nox -s demo -R`
+    # reuses the environment and skips the install on later runs
+    session.install("torch==2.13.0", "-e", ".[torch,jax,experiment]", silent=False)
     session.run("lotto", *session.posargs)
 
 

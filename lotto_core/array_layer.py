@@ -67,7 +67,7 @@ class ArrayParameter:
     def set_mask(self, mask: Array) -> None:
         _check_mask(mask, self.value)
         xp = array_namespace(self.value)
-        if is_numpy_array(self.value) or is_torch_array(self.value):
+        if (is_numpy_array(self.value) or is_torch_array(self.value)) and is_writeable_array(self.value):
             # in place; a uint8 operand is far cheaper to multiply by than a bool one
             with np.errstate(invalid="ignore", over="ignore"):
                 self.value *= xp.astype(mask, xp.uint8)

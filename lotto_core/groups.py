@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._array_api import Array, array_namespace
+from ._array_api import Array, array_namespace, device
 from .commit import write_masks
 from .protocol import ParameterHandle, PrunableLayer
 from .rate import validate_rate
@@ -119,6 +119,10 @@ class PruneGroup(ABC):
                     raise ValueError(f"mask of {where} has shape {tuple(mask.shape)}, weight has {tuple(weight.shape)}")
                 if not xp.isdtype(weight.dtype, "real floating"):
                     raise TypeError(f"weight {where} must have a real floating dtype, got {weight.dtype}")
+                if str(device(weight)) == "meta":
+                    raise ValueError(
+                        f"weight {where} is on the meta device (no values to rank): load or materialize it first"
+                    )
                 out.append(_Target(i, name, handle, weight, mask))
         doubles = {t.weight.dtype == array_namespace(t.weight).float64 for t in out}
         if len(doubles) > 1:

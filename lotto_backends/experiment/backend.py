@@ -44,6 +44,8 @@ class Backend(Protocol):
     name: str
     suffix: str
     """File-name suffix of the files that ``dump`` writes (``".pt"``)."""
+    load_hint: str
+    """How to load the saved sparse model, printed as the command's last line."""
 
     def session(self) -> AbstractContextManager[None]:
         """A context in which runs are deterministic (and, where it matters, single-threaded),

@@ -160,6 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ResumeError as error:
         print(f"lotto: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        reporter.close()
+        print(
+            f"\nlotto: interrupted; the finished rounds are saved in {out}: run the same command again to continue",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         reporter.close()
     results = summarize(settings, dataset, outcome)
@@ -168,4 +175,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(results))
     written = ", ".join(p.name for p in paths)
     print(f"wrote {written} and the sparse model to {out} in {time.perf_counter() - started:.0f} s")
+    print(backend.load_hint)
     return 0

@@ -22,6 +22,7 @@ import hashlib
 import importlib.resources
 import pathlib
 import random
+import warnings
 import zipfile
 from dataclasses import dataclass
 
@@ -180,6 +181,14 @@ def load_npz(path: str | pathlib.Path) -> Dataset:
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     if n_classes < 2:
         raise DataError(f"{where}: the labels name only one class; expected at least 2")
+    empty = sorted(set(range(n_classes)) - set(np.unique(y_train).tolist()))
+    if empty:
+        warnings.warn(
+            f"{where}: y_train has no sample of class {', '.join(map(str, empty))} of the {n_classes} classes "
+            f"0 .. {n_classes - 1} that its largest label implies; the model still gets {n_classes} outputs",
+            UserWarning,
+            stacklevel=2,
+        )
     digest = hashlib.sha256(file.read_bytes()).hexdigest()
     x_train, x_test = (x.reshape(len(x), -1).astype(np.float32) for x in (x_train, x_test))
     name = file.name

@@ -89,6 +89,10 @@ class JaxBackend:
 
     name = "jax"
     suffix = ".npz"
+    load_hint = (
+        "load the sparse model's arrays with numpy.load(path, allow_pickle=False), or "
+        "lotto_backends.experiment.jax_backend.BACKEND.load(open(path, 'rb'))"
+    )
 
     @contextmanager
     def session(self) -> Iterator[None]:

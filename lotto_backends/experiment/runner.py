@@ -24,7 +24,9 @@ from its last finished round and ends with exactly the results of an uninterrupt
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import pathlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -34,7 +36,7 @@ import numpy as np
 
 from lotto_core import MagnitudePruneGroup, Pruner, RandomPruneGroup
 
-from .atomic import remove_stale_temporaries, write_atomic, write_bytes_atomic
+from .atomic import remove_stale_temporaries, write_bytes_atomic, write_text_atomic
 from .backend import Backend
 from .data import Dataset
 from .training import Schedule, TrainResult, train
@@ -110,9 +112,77 @@ def derive_seed(seed: int, purpose: int, round_: int = 0) -> int:
     return int(np.random.SeedSequence(seed, spawn_key=(purpose, round_)).generate_state(1)[0])
 
 
+_MAGIC = b"LOTTO-STATE/1\n"
+
+
+def seal(payload: bytes) -> bytes:
+    """A state file's bytes: a header, the SHA-256 of the payload, the payload; so that a
+    damaged, truncated or foreign file is refused rather than continued from."""
+    return _MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+def unseal(data: bytes) -> bytes:
+    """The payload of ``seal(payload)``.
+
+    Raises
+    ------
+    ValueError
+        If the header or the checksum does not match (a damaged or foreign file).
+    """
+    if not data.startswith(_MAGIC):
+        raise ValueError("not a state file of the lotto command")
+    start = len(_MAGIC) + 32
+    digest, payload = data[len(_MAGIC) : start], data[start:]
+    if hashlib.sha256(payload).digest() != digest:
+        raise ValueError("its checksum does not match: the file is damaged or truncated")
+    return payload
+
+
+def bind_folder(out: pathlib.Path, settings: Settings, dataset: Dataset) -> None:
+    """Bind ``out`` to the settings that change results (the backend among them): a
+    folder that holds another run's results stops with an error naming the difference,
+    so that runs never overwrite each other.
+
+    Raises
+    ------
+    ResumeError
+        If ``out`` belongs to a run with other settings.
+    """
+    path = out / RUN_FILE
+    wanted = {**settings.identity(0, dataset), "seeds_from": settings.seed}
+    del wanted["seed"]
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ResumeError(f"cannot read {path} ({error}); use another --out") from None
+        if saved != wanted:
+            changed = ", ".join(
+                f"{k} {saved.get(k)!r} there, {wanted.get(k)!r} now" for k in wanted if saved.get(k) != wanted.get(k)
+            )
+            raise ResumeError(f"--out {out} holds a run with other settings ({changed}); use another --out")
+        return
+    write_text_atomic(path, json.dumps(wanted, indent=1, sort_keys=True))
+
+
+RUN_FILE = "run.json"
+"""The file that binds an output folder to its run's settings."""
+
+
 def state_path(out: pathlib.Path, seed: int, backend: Backend) -> pathlib.Path:
     """Where the resumable state of ``seed`` lives in the output folder."""
-    return out / f"state_seed{seed}{backend.suffix}"
+    return out / f"state_seed{seed}.{backend.name}.state"
+
+
+def read_state(path: pathlib.Path, backend: Backend) -> Any:
+    """What a state file holds, checked against its checksum (``seal``).
+
+    Raises
+    ------
+    ValueError
+        If the file is damaged, truncated or not a state file.
+    """
+    return backend.load(io.BytesIO(unseal(path.read_bytes())))
 
 
 class Reporter:
@@ -146,6 +216,7 @@ def run(
     reporter = reporter or Reporter()
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
+    bind_folder(out, settings, dataset)
     outcome: dict[int, dict[str, Any]] = {}
     with backend.session():
         states = {seed: _load_state(settings, seed, dataset, backend, out) for seed in settings.seed_list}
@@ -178,8 +249,11 @@ def _load_state(
         return None
     advice = f"use another --out, or delete {path} to start this seed over"
     try:
-        with path.open("rb") as file:
-            state = backend.load(file)
+        payload = unseal(path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise ResumeError(f"cannot read the saved state {path} ({error}); {advice}") from None
+    try:
+        state = backend.load(io.BytesIO(payload))
     except Exception as error:
         raise ResumeError(f"cannot read the saved state {path} ({error}); {advice}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
@@ -335,7 +409,9 @@ class _SeedExperiment:
             "ticket": {"model": self.backend.model_state(self.ticket), "pruner": self.ticket_pruner.state_dict()},
             "random": {"model": self.backend.model_state(self.random), "pruner": self.random_pruner.state_dict()},
         }
-        write_atomic(self.path, lambda file: self.backend.dump(state, file))
+        buffer = io.BytesIO()
+        self.backend.dump(state, buffer)
+        write_bytes_atomic(self.path, seal(buffer.getvalue()))
 
     def _restore(self, state: dict[str, Any]) -> list[dict[str, Any]]:
         self.backend.load_model_state(self.ticket, state["ticket"]["model"])

@@ -43,6 +43,10 @@ class TorchBackend:
 
     name = "torch"
     suffix = ".pt"
+    load_hint = (
+        "load the sparse model with torch.load(path, weights_only=False): it is a pickled torch.nn.Module, "
+        "so load only files you trust (lotto_backends.torch must be importable)"
+    )
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -118,7 +122,7 @@ class TorchBackend:
         return torch.load(file, weights_only=True)
 
     def sparsify(self, model: nn.Module) -> tuple[nn.Module, int, int]:
-        sparse = sparsify(model)
+        sparse = sparsify(model).eval()  # an inference model, whatever mode training left
         dense_bytes = sum(_nbytes(p) for p in model.parameters())
         return sparse, sum(_nbytes(t) for t in sparse.state_dict().values()), dense_bytes
 

@@ -24,8 +24,29 @@ from lotto_core import (
 
 from . import _select, _write, layers  # the core's groups select and write JAX arrays with compiled calls
 from .convert import make_prunable
-from .layers import *  # noqa: F403  (the Prunable* classes)
-from .layers import PRUNABLE_TYPES, JaxParameterHandle, Mask, PrunableModule, RewindPoint
+from .layers import (
+    PRUNABLE_TYPES,
+    JaxParameterHandle,
+    Mask,
+    PrunableBatchNorm,
+    PrunableConv,
+    PrunableConvTranspose,
+    PrunableEinsum,
+    PrunableEmbed,
+    PrunableGroupNorm,
+    PrunableGRUCell,
+    PrunableInstanceNorm,
+    PrunableLayerNorm,
+    PrunableLinear,
+    PrunableLinearGeneral,
+    PrunableLSTMCell,
+    PrunableModule,
+    PrunableMultiHeadAttention,
+    PrunableOptimizedLSTMCell,
+    PrunableRMSNorm,
+    PrunableSimpleCell,
+    RewindPoint,
+)
 from .optimizer import Optimizer, model_masks
 from .pruner import ModelRest, Pruner
 from .sparse import SparseLinear, SparseStored, SparseWeight, sparsify, to_scipy
@@ -38,7 +59,23 @@ __all__ = [
     "Mask",
     "ModelRest",
     "Optimizer",
+    "PrunableBatchNorm",
+    "PrunableConv",
+    "PrunableConvTranspose",
+    "PrunableEinsum",
+    "PrunableEmbed",
+    "PrunableGRUCell",
+    "PrunableGroupNorm",
+    "PrunableInstanceNorm",
+    "PrunableLSTMCell",
+    "PrunableLayerNorm",
+    "PrunableLinear",
+    "PrunableLinearGeneral",
     "PrunableModule",
+    "PrunableMultiHeadAttention",
+    "PrunableOptimizedLSTMCell",
+    "PrunableRMSNorm",
+    "PrunableSimpleCell",
     "PruneGroup",
     "Pruner",
     "RandomPruneGroup",
@@ -51,7 +88,6 @@ __all__ = [
     "model_masks",
     "sparsify",
     "to_scipy",
-    *(cls.__name__ for cls in PRUNABLE_TYPES.values()),
 ]
 
 del _select, _write, layers

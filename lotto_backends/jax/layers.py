@@ -33,15 +33,38 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from ._masking import Mask, RewindPoint, masked_weights
+from ._tree import is_concrete
 
-__all__ = ["PRUNABLE_TYPES", "JaxParameterHandle", "Mask", "PrunableModule", "RewindPoint"]
+__all__ = [
+    "PRUNABLE_TYPES",
+    "JaxParameterHandle",
+    "Mask",
+    "PrunableBatchNorm",
+    "PrunableConv",
+    "PrunableConvTranspose",
+    "PrunableEinsum",
+    "PrunableEmbed",
+    "PrunableGRUCell",
+    "PrunableGroupNorm",
+    "PrunableInstanceNorm",
+    "PrunableLSTMCell",
+    "PrunableLayerNorm",
+    "PrunableLinear",
+    "PrunableLinearGeneral",
+    "PrunableModule",
+    "PrunableMultiHeadAttention",
+    "PrunableOptimizedLSTMCell",
+    "PrunableRMSNorm",
+    "PrunableSimpleCell",
+    "RewindPoint",
+]
 
 
 def _zero_pruned(value: jax.Array, mask: jax.Array) -> jax.Array:
@@ -76,7 +99,27 @@ class JaxParameterHandle:
         return None if mask is None else mask.get_value()
 
     def set_mask(self, mask: jax.Array) -> None:
-        self.set_masked(mask, _zero_pruned(self.get_value(), mask))
+        """Store ``mask`` (a boolean JAX array of the parameter's shape, on its devices)
+        and zero the entries it prunes.
+
+        Raises
+        ------
+        TypeError, ValueError
+            Naming ``mask`` and what was expected; nothing is changed.
+        """
+        value = self.get_value()
+        if not isinstance(mask, jax.Array):
+            raise TypeError(f"mask must be a JAX boolean array, got {type(mask).__name__}")
+        if mask.dtype != jnp.bool_:
+            raise TypeError(f"mask must be boolean, got dtype {mask.dtype}")
+        if tuple(mask.shape) != tuple(value.shape):
+            raise ValueError(f"mask has shape {tuple(mask.shape)}, the parameter has {tuple(value.shape)}")
+        if is_concrete(mask) and is_concrete(value) and mask.sharding.device_set != value.sharding.device_set:
+            raise ValueError(
+                f"mask is on devices {sorted(map(str, mask.sharding.device_set))}, "
+                f"the parameter on {sorted(map(str, value.sharding.device_set))}"
+            )
+        self.set_masked(mask, _zero_pruned(value, mask))
 
     def set_masked(self, mask: jax.Array, value: jax.Array) -> None:
         """Store ``mask`` and a ``value`` already exactly 0 where it is ``False``."""
@@ -154,33 +197,40 @@ def _adopt(self: nnx.Module, built: nnx.Module) -> None:
             setattr(self, key, value)
 
 
-def _prunable_class(base: type[nnx.Module], prunable: frozenset[str], methods: tuple[str, ...]) -> type[PrunableModule]:
+_T = TypeVar("_T", bound=type[PrunableModule])
+
+
+def _twin(base: type[nnx.Module], prunable: frozenset[str], methods: tuple[str, ...]) -> Callable[[_T], _T]:
+    """Make the decorated ``class PrunableX(X, PrunableModule)`` the twin of ``X``:
+    ``X``'s constructor (or one built ``X`` to adopt), masks on ``prunable``, and
+    ``methods`` called with the weights' gradients masked."""
     # NNX's metaclass hides a class's own signature behind ``(*args, **kwargs)``: take
     # ``__init__``'s, and give the class that same signature without ``self``
     signature = inspect.signature(base.__init__)
 
-    @functools.wraps(base.__init__)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        if len(args) == 1 and not kwargs and isinstance(args[0], base):
-            _adopt(self, args[0])
-        else:
-            base.__init__(self, *args, **kwargs)
-        self._lotto_setup()
+    def make(cls: _T) -> _T:
+        @functools.wraps(base.__init__)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            if len(args) == 1 and not kwargs and isinstance(args[0], base):
+                _adopt(self, args[0])
+            else:
+                base.__init__(self, *args, **kwargs)
+            self._lotto_setup()
 
-    __init__.__signature__ = signature  # type: ignore[attr-defined]
-    name = "Prunable" + base.__name__
-    namespace: dict[str, Any] = {
-        "__init__": __init__,
-        "__module__": __name__,
-        "__qualname__": name,
-        "__doc__": f"A prunable :class:`flax.nnx.{base.__name__}`: the same constructor arguments, "
-        f"or one built ``{base.__name__}`` to adopt. See :mod:`lotto_backends.jax.layers`.",
-        "_lotto_prunable": prunable,
-        "_lotto_base": base,
-        "__signature__": signature.replace(parameters=list(signature.parameters.values())[1:]),
-    }
-    namespace.update({method: _masked(getattr(base, method)) for method in methods})
-    return type(name, (base, PrunableModule), namespace)
+        __init__.__signature__ = signature  # type: ignore[attr-defined]
+        cls.__init__ = __init__  # type: ignore[misc]
+        cls.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])  # type: ignore[attr-defined]
+        cls.__doc__ = (
+            f"A prunable :class:`flax.nnx.{base.__name__}`: the same constructor arguments, "
+            f"or one built ``{base.__name__}`` to adopt. See :mod:`lotto_backends.jax.layers`."
+        )
+        cls._lotto_prunable = prunable
+        cls._lotto_base = base
+        for method in methods:
+            setattr(cls, method, _masked(getattr(base, method)))
+        return cls
+
+    return make
 
 
 _KERNEL = frozenset({"kernel"})
@@ -204,10 +254,106 @@ _SPECS: dict[type[nnx.Module], tuple[frozenset[str], tuple[str, ...]]] = {
     nnx.InstanceNorm: (_SCALE, ("__call__",)),
 }
 
+# The twins of the NNX layers, written out so that type checkers and IDEs see them.
+
+
+@_twin(nnx.Linear, *_SPECS[nnx.Linear])
+class PrunableLinear(nnx.Linear, PrunableModule):
+    pass
+
+
+@_twin(nnx.LinearGeneral, *_SPECS[nnx.LinearGeneral])
+class PrunableLinearGeneral(nnx.LinearGeneral, PrunableModule):
+    pass
+
+
+@_twin(nnx.Einsum, *_SPECS[nnx.Einsum])
+class PrunableEinsum(nnx.Einsum, PrunableModule):
+    pass
+
+
+@_twin(nnx.Conv, *_SPECS[nnx.Conv])
+class PrunableConv(nnx.Conv, PrunableModule):
+    pass
+
+
+@_twin(nnx.ConvTranspose, *_SPECS[nnx.ConvTranspose])
+class PrunableConvTranspose(nnx.ConvTranspose, PrunableModule):
+    pass
+
+
+@_twin(nnx.Embed, *_SPECS[nnx.Embed])
+class PrunableEmbed(nnx.Embed, PrunableModule):
+    pass
+
+
+@_twin(nnx.MultiHeadAttention, *_SPECS[nnx.MultiHeadAttention])
+class PrunableMultiHeadAttention(nnx.MultiHeadAttention, PrunableModule):
+    pass
+
+
+@_twin(nnx.LSTMCell, *_SPECS[nnx.LSTMCell])
+class PrunableLSTMCell(nnx.LSTMCell, PrunableModule):
+    pass
+
+
+@_twin(nnx.OptimizedLSTMCell, *_SPECS[nnx.OptimizedLSTMCell])
+class PrunableOptimizedLSTMCell(nnx.OptimizedLSTMCell, PrunableModule):
+    pass
+
+
+@_twin(nnx.GRUCell, *_SPECS[nnx.GRUCell])
+class PrunableGRUCell(nnx.GRUCell, PrunableModule):
+    pass
+
+
+@_twin(nnx.SimpleCell, *_SPECS[nnx.SimpleCell])
+class PrunableSimpleCell(nnx.SimpleCell, PrunableModule):
+    pass
+
+
+@_twin(nnx.BatchNorm, *_SPECS[nnx.BatchNorm])
+class PrunableBatchNorm(nnx.BatchNorm, PrunableModule):
+    pass
+
+
+@_twin(nnx.LayerNorm, *_SPECS[nnx.LayerNorm])
+class PrunableLayerNorm(nnx.LayerNorm, PrunableModule):
+    pass
+
+
+@_twin(nnx.RMSNorm, *_SPECS[nnx.RMSNorm])
+class PrunableRMSNorm(nnx.RMSNorm, PrunableModule):
+    pass
+
+
+@_twin(nnx.GroupNorm, *_SPECS[nnx.GroupNorm])
+class PrunableGroupNorm(nnx.GroupNorm, PrunableModule):
+    pass
+
+
+@_twin(nnx.InstanceNorm, *_SPECS[nnx.InstanceNorm])
+class PrunableInstanceNorm(nnx.InstanceNorm, PrunableModule):
+    pass
+
+
 PRUNABLE_TYPES: dict[type[nnx.Module], type[PrunableModule]] = {
-    base: _prunable_class(base, prunable, methods) for base, (prunable, methods) in _SPECS.items()
+    nnx.Linear: PrunableLinear,
+    nnx.LinearGeneral: PrunableLinearGeneral,
+    nnx.Einsum: PrunableEinsum,
+    nnx.Conv: PrunableConv,
+    nnx.ConvTranspose: PrunableConvTranspose,
+    nnx.Embed: PrunableEmbed,
+    nnx.MultiHeadAttention: PrunableMultiHeadAttention,
+    nnx.LSTMCell: PrunableLSTMCell,
+    nnx.OptimizedLSTMCell: PrunableOptimizedLSTMCell,
+    nnx.GRUCell: PrunableGRUCell,
+    nnx.SimpleCell: PrunableSimpleCell,
+    nnx.BatchNorm: PrunableBatchNorm,
+    nnx.LayerNorm: PrunableLayerNorm,
+    nnx.RMSNorm: PrunableRMSNorm,
+    nnx.GroupNorm: PrunableGroupNorm,
+    nnx.InstanceNorm: PrunableInstanceNorm,
 }
 """Each supported NNX layer type and its prunable twin."""
-
-globals().update({cls.__name__: cls for cls in PRUNABLE_TYPES.values()})
-__all__ += sorted(cls.__name__ for cls in PRUNABLE_TYPES.values())
+assert set(PRUNABLE_TYPES) == set(_SPECS)  # every spec has its written-out twin

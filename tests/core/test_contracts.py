@@ -131,3 +131,13 @@ def test_a_bad_hand_set_mask_is_refused_and_changes_nothing(xp, device, bad):
         handle.set_mask(bad(xp, device))
     np.testing.assert_array_equal(values([layer])[0], before_w)
     np.testing.assert_array_equal(masks([layer])[0], before_m)
+
+
+def test_a_read_only_numpy_weight_is_pruned_by_replacing_it():
+    w = np.arange(1.0, 11.0)
+    w.flags.writeable = False
+    layer = ArrayLayer({"w": w})
+    pruner = Pruner([MagnitudePruneGroup([layer], 0.2)])
+    pruner.prune_and_rewind()
+    np.testing.assert_array_equal(layer["w"], [0, 0, 3, 4, 5, 6, 7, 8, 9, 10])
+    np.testing.assert_array_equal(w, np.arange(1.0, 11.0))  # the user's read-only array is untouched

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from lotto_backends.experiment import backend as backend_module
+from lotto_backends.experiment import cli
 from lotto_backends.experiment.backend import Backend, BackendError, load_backend
 from lotto_backends.experiment.cli import PRESETS, _settings, build_parser, main
 
@@ -105,16 +106,63 @@ def test_backends_are_found_by_name(monkeypatch):
         load_backend("jax")
 
 
-def test_resume_with_other_settings_is_refused(capsys, tmp_path):
+def test_a_folder_of_another_run_is_refused_and_left_as_it_was(capsys, tmp_path):
     out = tmp_path / "out"
     run_lotto(out, "--rounds", "1")
-    state = out / "state_seed0.pt"
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    for options, changed in [
+        (["--rate", "0.25"], "rate 0.5 there, 0.25 now"),
+        (["--seed", "3"], "seeds_from 0 there, 3 now"),
+        (["--lr", "0.01"], "lr 0.0012 there, 0.01 now"),
+    ]:
+        assert main([*TINY, "--rounds", "1", *options, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out} holds a run with other settings ({changed}); use another --out" in err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+
+
+def test_a_state_with_other_settings_is_refused(capsys, tmp_path):
+    out = tmp_path / "out"
+    run_lotto(out, "--rounds", "1")
+    (out / "run.json").unlink()  # a folder from before run.json: the state itself is checked
+    state = out / "state_seed0.torch.state"
     before = state.read_bytes()
     assert main([*TINY, "--rounds", "1", "--rate", "0.25", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "was written with other settings (rate 0.5 there, 0.25 now)" in err
     assert f"delete {state}" in err
     assert state.read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "foreign"])
+def test_a_damaged_state_stops_the_run_naming_the_file(capsys, tmp_path, damage):
+    out = tmp_path / "out"
+    run_lotto(out, "--rounds", "1")
+    state = out / "state_seed0.torch.state"
+    data = bytearray(state.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x10  # one bit, inside a weight
+    elif damage == "truncate":
+        data = data[: len(data) - 100]
+    else:
+        data = bytearray(b"PK\x03\x04" + bytes(data[40:]))
+    state.write_bytes(bytes(data))
+    assert main([*TINY, "--rounds", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read the saved state {state}" in err
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_says_how_to_continue(capsys, tmp_path, monkeypatch):
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run", interrupted)
+    assert main([*TINY, "--rounds", "1", "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err
+    assert "run the same command again to continue" in err
+    assert "Traceback" not in err
 
 
 def test_importing_the_package_imports_no_framework():
@@ -129,8 +177,8 @@ def test_importing_the_package_imports_no_framework():
 def test_unreadable_state_is_refused(capsys, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "state_seed0.pt").write_bytes(b"not a state")
+    (out / "state_seed0.torch.state").write_bytes(b"not a state")
     assert main([*TINY, "--rounds", "1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"cannot read the saved state {out / 'state_seed0.pt'}" in err
+    assert f"cannot read the saved state {out / 'state_seed0.torch.state'}" in err
     assert not (out / "results.json").exists()

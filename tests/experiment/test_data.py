@@ -138,3 +138,12 @@ def test_npz_missing_or_not_an_archive(tmp_path):
     np.savez(tmp_path / "objects.npz", **_arrays(y_train=np.array([None] * 30, dtype=object)))
     with pytest.raises(DataError, match=r"is not a readable .npz file"):
         load_npz(tmp_path / "objects.npz")
+
+
+def test_labels_that_skip_a_class_are_warned_about(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "gap.npz"
+    y_train, y_test = rng.integers(1, 4, 20), rng.integers(1, 4, 5)  # 1..3: class 0 never appears
+    np.savez(path, x_train=rng.random((20, 3)), y_train=y_train, x_test=rng.random((5, 3)), y_test=y_test)
+    with pytest.warns(UserWarning, match=r"y_train has no sample of class 0 of the 4 classes"):
+        assert load_npz(path).n_classes == 4

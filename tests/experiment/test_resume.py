@@ -8,6 +8,9 @@ import subprocess
 
 import torch
 
+from lotto_backends.experiment.runner import read_state
+from lotto_backends.experiment.torch_backend import BACKEND
+
 from .helpers import kill_after_round_1, lotto_command, subprocess_env
 
 ROUNDS = 5
@@ -25,7 +28,7 @@ def _run(out: pathlib.Path) -> str:
 def test_killed_run_resumes_to_the_uninterrupted_results(tmp_path):
     killed = tmp_path / "killed"
     kill_after_round_1(lotto_command(killed, *OPTIONS))
-    state = torch.load(killed / "state_seed0.pt", weights_only=True)
+    state = read_state(killed / "state_seed0.torch.state", BACKEND)
     assert 1 <= state["round"] < ROUNDS  # killed mid-way, after a finished round
     assert not (killed / "results.json").exists()
 
@@ -38,6 +41,8 @@ def test_killed_run_resumes_to_the_uninterrupted_results(tmp_path):
     _run(uninterrupted)
     assert (killed / "results.json").read_text() == (uninterrupted / "results.json").read_text()
     assert (killed / "results.csv").read_text() == (uninterrupted / "results.csv").read_text()
-    final = [torch.load(d / "state_seed0.pt", weights_only=True) for d in (killed, uninterrupted)]
+    final = [read_state(d / "state_seed0.torch.state", BACKEND) for d in (killed, uninterrupted)]
     for name, tensor in final[0]["ticket"]["model"].items():
         assert torch.equal(tensor, final[1]["ticket"]["model"][name]), name
+    sparse = [(d / "sparse_model_seed0.pt").read_bytes() for d in (killed, uninterrupted)]
+    assert sparse[0] == sparse[1]  # the same file, byte for byte

@@ -93,7 +93,7 @@ def test_sparse_model_predicts_like_the_final_ticket(tmp_path):
     out = tmp_path / "out"
     run_lotto(out, "--rounds", "2")
     sparse = torch.load(out / "sparse_model_seed0.pt", weights_only=False)
-    state = torch.load(out / "state_seed0.pt", weights_only=True)
+    state = runner.read_state(out / "state_seed0.torch.state", BACKEND)
     ticket = BACKEND.build("lenet", 64, 10, 0)
     ticket.load_state_dict(state["ticket"]["model"])
     x = torch.from_numpy(digits().x_test)
@@ -106,7 +106,7 @@ def test_controls_have_the_tickets_sparsity_but_other_masks(tmp_path):
     results = run_lotto(out, "--rounds", "3", "--rate", "0.3")
     for record in results["runs"]["0"][1:]:
         assert record["ticket"]["kept"] == record["reinit"]["kept"] == record["random"]["kept"]
-    state = torch.load(out / "state_seed0.pt", weights_only=True)
+    state = runner.read_state(out / "state_seed0.torch.state", BACKEND)
     ticket, random = state["ticket"]["pruner"], state["random"]["pruner"]
     assert [g["config"]["type"] for g in random["groups"]] == ["RandomPruneGroup"] * 2
     assert [g["config"]["p"] for g in random["groups"]] == [g["config"]["p"] for g in ticket["groups"]] == [0.3, 0.15]
@@ -137,7 +137,7 @@ def test_random_reinit_has_the_tickets_masks_on_a_fresh_init(tmp_path):
 def test_late_rewinding_rewinds_to_the_weights_after_k_steps(tmp_path):
     out, k = tmp_path / "out", 7
     run_lotto(out, "--rounds", "1", "--rewind-step", str(k))
-    state = torch.load(out / "state_seed0.pt", weights_only=True)
+    state = runner.read_state(out / "state_seed0.torch.state", BACKEND)
     data = digits()
     settings = runner.Settings("torch", "digits", "lenet", 1, 0.5, k, 0, 1, 1, 60, 1.2e-3)
     reference, captured = BACKEND.build("lenet", 64, 10, runner.derive_seed(0, runner._INIT)), {}

@@ -22,10 +22,12 @@ from jax.experimental import sparse as jsparse
 
 from lotto_backends.experiment import runner
 from lotto_backends.experiment.backend import load_backend
+from lotto_backends.experiment.cli import main
 from lotto_backends.experiment.data import digits
 from lotto_backends.experiment.jax_backend import BACKEND, _train_step
 from lotto_backends.experiment.models import cnn_lengths
 from lotto_backends.experiment.results import FIGURES
+from lotto_backends.experiment.runner import read_state, unseal
 from lotto_core import prune_count
 
 from ..experiment.helpers import kill_after_round_1, lotto_command, run_lotto, subprocess_env
@@ -52,6 +54,8 @@ def _expected_kept(model: str, rounds: int) -> int:
 
 
 def _load(path: pathlib.Path) -> Any:
+    if path.suffix == ".state":
+        return read_state(path, BACKEND)
     with path.open("rb") as file:
         return BACKEND.load(file)
 
@@ -142,9 +146,10 @@ def test_outputs_and_their_fields(finished: dict[str, Any]) -> None:
     assert size["sparse_bytes"] == 12 * summary[-1]["kept"] + 4 * biases
 
 
-def test_state_file_is_a_plain_npz(finished: dict[str, Any]) -> None:
+def test_state_file_is_a_plain_npz_behind_its_checksum(finished: dict[str, Any]) -> None:
     first = "layers.0" if finished["model"] == "lenet" else "layers.1"  # the CNN starts with a reshape
-    with np.load(finished["out"] / "state_seed0.npz", allow_pickle=False) as archive:
+    payload = unseal((finished["out"] / "state_seed0.jax.state").read_bytes())
+    with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
         structure = json.loads(str(archive["__structure__"]))
         assert structure["round"] == ROUNDS[finished["model"]]
         assert structure["identity"]["backend"] == "jax"
@@ -159,7 +164,7 @@ def test_state_file_is_a_plain_npz(finished: dict[str, Any]) -> None:
 def test_controls_have_the_tickets_sparsity_but_other_masks(finished: dict[str, Any]) -> None:
     for record in finished["results"]["runs"]["0"][1:]:
         assert record["ticket"]["kept"] == record["reinit"]["kept"] == record["random"]["kept"]
-    state = _load(finished["out"] / "state_seed0.npz")
+    state = _load(finished["out"] / "state_seed0.jax.state")
     ticket, random = state["ticket"]["pruner"], state["random"]["pruner"]
     assert [g["config"]["type"] for g in ticket["groups"]] == ["MagnitudePruneGroup"] * 2
     assert [g["config"]["type"] for g in random["groups"]] == ["RandomPruneGroup"] * 2
@@ -173,7 +178,7 @@ def test_controls_have_the_tickets_sparsity_but_other_masks(finished: dict[str, 
 
 def test_sparse_model_predicts_like_the_final_ticket(finished: dict[str, Any]) -> None:
     model, out = finished["model"], finished["out"]
-    state = _load(out / "state_seed0.npz")
+    state = _load(out / "state_seed0.jax.state")
     with BACKEND.session():
         ticket = BACKEND.build(model, 64, 10, 0)
         BACKEND.load_model_state(ticket, state["ticket"]["model"])
@@ -196,9 +201,8 @@ def test_same_kept_counts_as_torch(finished: dict[str, Any], tmp_path: pathlib.P
         for run in RUNS if jax_record["round"] else ("ticket",):
             for key in ("kept", "total", "remaining"):
                 assert jax_record[run][key] == torch_record[run][key], (jax_record["round"], run, key)
-    with (tmp_path / "state_seed0.pt").open("rb") as file:
-        torch_state = load_backend("torch").load(file)
-    jax_state = _load(finished["out"] / "state_seed0.npz")
+    torch_state = read_state(tmp_path / "state_seed0.torch.state", load_backend("torch"))
+    jax_state = _load(finished["out"] / "state_seed0.jax.state")
     for network in ("ticket", "random"):
         for jax_group, torch_group in zip(
             jax_state[network]["pruner"]["groups"], torch_state[network]["pruner"]["groups"], strict=True
@@ -315,7 +319,7 @@ def test_killed_run_resumes_to_the_uninterrupted_results(
 ) -> None:
     killed = tmp_path / "killed"
     kill_after_round_1(_command(killed))
-    state = _load(killed / "state_seed0.npz")
+    state = _load(killed / "state_seed0.jax.state")
     # killed mid-way, after a finished round (the next one takes seconds)
     assert state["round"] == 1 < ROUNDS["lenet"]
     assert not (killed / "results.json").exists()
@@ -331,7 +335,7 @@ def test_killed_run_resumes_to_the_uninterrupted_results(
     uninterrupted = runs("lenet")["out"]  # the same options, in one go
     assert (killed / "results.json").read_text() == (uninterrupted / "results.json").read_text()
     assert (killed / "results.csv").read_text() == (uninterrupted / "results.csv").read_text()
-    final = [_load(d / "state_seed0.npz") for d in (killed, uninterrupted)]
+    final = [_load(d / "state_seed0.jax.state") for d in (killed, uninterrupted)]
     for name, value in final[0]["ticket"]["model"].items():
         np.testing.assert_array_equal(value, final[1]["ticket"]["model"][name], err_msg=name)
 
@@ -348,3 +352,15 @@ def test_without_jax_the_backend_says_what_to_install(tmp_path: pathlib.Path) ->
     assert done.returncode == 2
     assert "--backend jax needs jax, which is not installed: pip install 'lotto[jax,experiment]'" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_a_torch_run_is_not_reused_by_jax(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    run_lotto(tmp_path, "--backend", "torch", *_options("lenet"))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert main(["--backend", "jax", *_options("lenet"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with other settings (backend 'torch' there, 'jax' now)" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -280,3 +280,24 @@ def test_default_masks_skip_biases_and_scales_of_any_shape():
     assert masks["norm"]["offset"] is None
     for leaf in (masks["conv"]["weight"], masks["attention"]["query"]["kernel"], masks["embed"]["embedding"]):
         assert leaf is not None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: jnp.ones((3, 4), dtype=bool),  # transposed
+        lambda: jnp.ones((3,), dtype=bool),  # broadcastable
+        lambda: jnp.ones((4, 3), dtype=jnp.uint8),
+        lambda: jnp.ones((4, 3), dtype=jnp.float32),
+        lambda: np.ones((4, 3), dtype=bool),
+    ],
+    ids=["transposed", "broadcast", "uint8", "float32", "numpy"],
+)
+def test_set_mask_refuses_a_bad_mask_and_changes_nothing(bad):
+    layer = PrunableLinear(4, 3, rngs=nnx.Rngs(0))
+    before = _flat(layer)
+    with pytest.raises((TypeError, ValueError), match="mask"):
+        layer.parameter_handles()["kernel"].set_mask(bad())
+    after = _flat(layer)
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)

@@ -446,3 +446,9 @@ def test_a_pruned_vit_comes_back_pruned_although_transformers_renames_its_keys(t
         hf.from_pretrained(transformers.ViTModel, tmp_path, exclude=[embeddings, nn.LayerNorm])
     with pytest.raises(FileNotFoundError, match=r"lotto_state\.pt does not exist"):
         hf.from_pretrained(transformers.ViTModel, tmp_path / "elsewhere")
+
+
+def test_a_layer_on_the_meta_device_is_refused_with_a_clear_error():
+    layer = PrunableLinear(4, 3, device="meta")
+    with pytest.raises(ValueError, match="is on the meta device"):
+        Pruner([MagnitudePruneGroup([layer], 0.5)], model=layer).prune()
