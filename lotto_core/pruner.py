@@ -140,9 +140,12 @@ class Pruner:
                 UserWarning,
                 stacklevel=3,
             )
-        for layer in self._rewound_layers():
-            for handle in layer.parameter_handles().values():
-                handle.set_value(_rewound(handle))
+        self._restore([h for layer in self._rewound_layers() for h in layer.parameter_handles().values()])
+
+    def _restore(self, handles: list[ParameterHandle]) -> None:
+        """Set each handle to its rewind point, masked: the pass an adapter may batch."""
+        for handle in handles:
+            handle.set_value(_rewound(handle))
 
     def prune_and_rewind(self) -> None:
         """One round of iterative magnitude pruning: ``prune()`` then ``rewind()``."""

@@ -17,10 +17,11 @@ from torch import nn
 
 import lotto_core
 from lotto_core import PruneGroup
-from lotto_core.protocol import PrunableLayer
+from lotto_core.protocol import ParameterHandle, PrunableLayer
 
 from ._distributed import check_ranks_agree, keep_out_of_ddp_broadcast
-from .layers import PrunableModule, refuse_inference_mode
+from ._masking import mark_clean, zero_pruned
+from .layers import PrunableModule, TorchParameterHandle, refuse_inference_mode
 
 __all__ = ["ModelRest", "Pruner"]
 
@@ -163,6 +164,40 @@ class Pruner(lotto_core.Pruner):
     def rewind(self) -> None:
         refuse_inference_mode("Pruner.rewind()")
         super().rewind()
+
+    def _restore(self, handles: list[ParameterHandle]) -> None:
+        """Every tensor back to its rewind point in one batched copy per device and dtype
+        (``torch._foreach_copy_``), then each pruned weight zeroed in its fused pass;
+        other handles one at a time."""
+        tensors: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, TorchParameterHandle | None]] = {}
+        rest: list[ParameterHandle] = []
+        for handle in handles:
+            if isinstance(handle, TorchParameterHandle):
+                param = handle.parameter
+                tensors.setdefault(id(param), (param, handle.get_rewind_point(), handle.get_mask(), handle))
+            elif isinstance(handle, _TensorHandle):
+                tensors.setdefault(id(handle.tensor), (handle.tensor, handle.point, None, None))
+            else:
+                rest.append(handle)
+        batches: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for target, point, _, _ in tensors.values():
+            same = point.device == target.device and point.dtype == target.dtype
+            key = (target.device, target.dtype) if same else (point.device, point.dtype)
+            if same:
+                batches.setdefault(key, ([], []))
+                batches[key][0].append(target)
+                batches[key][1].append(point)
+            else:
+                with torch.no_grad():
+                    target.copy_(point)
+        with torch.no_grad():
+            for targets, points in batches.values():
+                torch._foreach_copy_(targets, points)
+        for target, _, mask, owner in tensors.values():
+            if mask is not None and owner is not None:
+                zero_pruned(target, mask)
+                mark_clean(owner.layer, owner.name, target)
+        super()._restore(rest)
 
     def set_rewind_point(self) -> None:
         refuse_inference_mode("Pruner.set_rewind_point()")

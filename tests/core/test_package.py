@@ -27,20 +27,14 @@ def _tracked_copy(dest: pathlib.Path) -> pathlib.Path:
 
 
 def _build(source: pathlib.Path, out: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-    code = (
-        "import pathlib, sys; from setuptools import build_meta as b; "
-        "out, names = sys.argv[1:3]; "  # read first: setuptools rewrites sys.argv
-        "w = b.build_wheel(out); s = b.build_sdist(out); "
-        "pathlib.Path(names).write_text(w + ' ' + s)"
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    names = out / "names.txt"
+    """``python -m build``: the sdist and the wheel, each in an isolated environment with
+    the build requirements of pyproject.toml, as a packager builds them."""
     done = subprocess.run(
-        [sys.executable, "-c", code, str(out), str(names)], cwd=source, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "build", "--outdir", str(out), str(source)], capture_output=True, text=True, check=False
     )
-    assert done.returncode == 0, done.stderr
-    wheel, sdist = names.read_text().split()
-    return out / wheel, out / sdist
+    assert done.returncode == 0, done.stdout + done.stderr
+    (wheel,), (sdist,) = out.glob("*.whl"), out.glob("*.tar.gz")
+    return wheel, sdist
 
 
 def test_wheel_and_sdist_build_and_the_wheel_installs_in_a_fresh_venv(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 import array_api_compat.torch as torch_xp
 import numpy as np
@@ -206,7 +207,7 @@ def test_the_core_groups_select_cpu_tensors_with_the_kernels(monkeypatch: pytest
 
 @pytest.mark.parametrize(
     "case",
-    ["numba missing", "non-contiguous weight", "mixed dtypes", "another score source"],
+    ["numba missing", "mixed dtypes", "another score source"],
 )
 def test_groups_outside_the_kernels_take_the_portable_selection(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
     runs = _spy(monkeypatch, "run")
@@ -214,9 +215,6 @@ def test_groups_outside_the_kernels_take_the_portable_selection(monkeypatch: pyt
     sources: list = _sources(weights)
     if case == "numba missing":
         monkeypatch.setattr(pool, "kernels", lambda: None)
-    elif case == "non-contiguous weight":
-        weights[0] = torch.randn(10, 12).T
-        sources = _sources(weights)
     elif case == "mixed dtypes":
         weights[1] = weights[1].half()
         sources = _sources(weights)
@@ -231,6 +229,35 @@ def test_groups_outside_the_kernels_take_the_portable_selection(monkeypatch: pyt
     got = plan_cuts(sources, masks, 0.4)
     assert got == plan_cuts_portable(sources, masks, 0.4)
     assert not runs
+
+
+def test_weights_of_another_layout_take_the_kernels_with_the_same_cuts(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = _spy(monkeypatch, "run")
+    torch.manual_seed(0)
+    weights = [torch.randn(10, 12).T, torch.randn(4, 3, 5, 5).to(memory_format=torch.channels_last)]
+    weights[1][0, 0] = 0.0  # ties at zero: broken in C order, whatever the memory layout
+    masks = [torch.ones(w.shape, dtype=torch.bool) for w in weights]
+    got = plan_cuts(_sources(weights), masks, 0.4)
+    assert runs
+    contiguous = [w.contiguous() for w in weights]
+    assert got == plan_cuts_portable(_sources(contiguous), [m.clone() for m in masks], 0.4)
+    for cut, w in zip(got, weights, strict=True):
+        assert cut.mask is not None
+        expected = apply_cut(
+            torch_xp, MagnitudeScores(w.contiguous()), torch.ones(w.shape, dtype=torch.bool), replace(cut, mask=None)
+        )
+        assert torch.equal(cut.mask.reshape(w.shape), expected)
+
+
+def test_a_channels_last_weight_is_zeroed_in_place_in_memory_order() -> None:
+    torch.manual_seed(0)
+    param = torch.randn(4, 3, 5, 5).to(memory_format=torch.channels_last)
+    mask = (torch.rand(4, 3, 5, 5) > 0.5).to(memory_format=torch.channels_last)
+    expected = torch.where(mask, param, 0.0)
+    assert torch_cpu.zero_pruned(param, mask)
+    assert torch.equal(param, expected)
+    assert param.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.signbit(param[~mask]).any()
 
 
 # --- zeroing -----------------------------------------------------------------------------
