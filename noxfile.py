@@ -19,6 +19,8 @@ BENCHMARKS = [
     "bench_global_prune.py",
     "bench_torch_train_step.py",
     "bench_torch_compile_step.py",
+    "bench_torch_many_layers.py",
+    "bench_torch_ddp.py",
     "bench_torch_sparse_inference.py",
     "bench_jax_global_prune.py",
     "bench_jax_train_step.py",

@@ -8,12 +8,15 @@ operand would make torch cast every element and take twice as long) at two momen
 
 * right after any ``torch.optim`` optimizer steps over a masked parameter (a global
   optimizer post-step hook), so weights read zero between steps too;
-* before a forward call, if the parameter changed since it was last masked (its
-  ``_version`` counter moved: a hand-written update, a loaded state), so a forward never
-  sees a pruned weight.
+* at the start of a forward call, if the parameter or its mask changed since it was
+  last masked (a ``_version`` counter moved or the tensor was replaced: a hand-written
+  update, a mask edited or assigned, a loaded state), so a forward never sees a pruned
+  weight. A compiled forward skips this check (see ``remask_if_changed``).
 
-Nothing else runs per step: no reparametrization, no extra copy, no work in forward or
-backward when the weights are clean. Like ``torch.nn.utils.prune``'s ``weight_orig *
+Nothing else runs per step: no reparametrization, no extra copy, and when the weights are
+clean a few dictionary look-ups per parameter in forward, none in backward. Tied
+parameters (one ``nn.Parameter`` in several layers) have one mask, held by the first
+layer that took them. Like ``torch.nn.utils.prune``'s ``weight_orig *
 mask``, the per-step multiply leaves a pruned weight that an optimizer drove to inf or
 NaN non-finite, and a negative one as -0.0 (equal to 0); pruning, rewinding and loading
 (``zero_pruned``) set pruned entries to exactly +0.0 whatever they held.
@@ -135,7 +138,7 @@ def _remultiply(layer: PrunableModule, name: str, param: torch.Tensor) -> None:
 
 
 def remask_if_changed(layer: PrunableModule, _args: Any) -> None:
-    """Forward pre-hook: re-zero each masked parameter that changed since it was masked,
+    """Before each forward: re-zero each masked parameter that changed since it was masked,
     and apply a mask that was edited in place, assigned or loaded since then (checked
     first: a broken mask raises before anything is written). A few dictionary look-ups
     and version reads per parameter when nothing changed.

@@ -169,6 +169,7 @@ class PrunableModule(nn.Module):
         cls._lotto_base = base
         cls._lotto_prunable = staticmethod(prunable)
         cls.__init__ = _twin_init(base)  # type: ignore[method-assign]
+        cls.forward = _checked(base.forward)
         if not cls.__doc__:
             where = f"torch.nn.{base.__name__}" if base.__module__.startswith("torch.nn.") else base.__qualname__
             where = where if where.startswith("torch.nn.") else f"{base.__module__}.{where}"
@@ -194,7 +195,7 @@ class PrunableModule(nn.Module):
                 self.register_buffer(buffer_key(name) + "_mask", torch.ones_like(param, dtype=torch.bool))
             self.register_buffer(buffer_key(name) + "_rewind", param.detach().clone())
             hold(self, name, param)
-        # what the forward pre-hook checks: (holding layer, name there, module owning the
+        # what each forward checks first: (holding layer, name there, module owning the
         # parameter, its attribute, the mask's buffer name), for each masked parameter
         self._lotto_plan: list[tuple[PrunableModule, str, nn.Module, str, str]] = []
         for name, _ in self.named_parameters():
@@ -204,7 +205,6 @@ class PrunableModule(nn.Module):
                 self._lotto_plan.append((owner, owned, self.get_submodule(prefix), attr, mask_key(owned)))
         for owner, name, param in self._lotto_masked_parameters():
             mark_clean(owner, name, param)
-        self.register_forward_pre_hook(remask_if_changed)
 
     def _lotto_masked_parameters(self) -> Iterator[tuple[PrunableModule, str, nn.Parameter]]:
         """``(layer holding the mask, name there, parameter)`` for each masked parameter."""
@@ -246,6 +246,19 @@ def _adopt(self: nn.Module, built: nn.Module) -> None:
     settings (the containers copied, their tensors shared)."""
     for key, value in vars(built).items():
         self.__dict__[key] = type(value)(value) if isinstance(value, dict | list | set) else value
+
+
+def _checked(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``forward`` that first applies masks and weights changed by hand
+    (``remask_if_changed``): a check in the forward itself rather than a forward
+    pre-hook, which would send every call down ``nn.Module``'s slower path for hooks."""
+
+    @functools.wraps(forward)
+    def checked(self: PrunableModule, *args: Any, **kwargs: Any) -> Any:
+        remask_if_changed(self, args)
+        return forward(self, *args, **kwargs)
+
+    return checked
 
 
 def _twin_init(base: type[nn.Module]) -> Callable[..., None]:

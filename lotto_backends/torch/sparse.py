@@ -27,7 +27,7 @@ from torch.func import functional_call
 
 from lotto_core import csr_components, layers_to_scipy
 
-from ._masking import buffer_key, remask_if_changed
+from ._masking import buffer_key
 from .layers import PrunableLinear, PrunableModule, layer_spec
 
 __all__ = ["SparseLinear", "SparseStored", "sparsify", "to_scipy"]
@@ -99,9 +99,6 @@ class SparseStored(nn.Module):
         for buffer in list(self.module._buffers):
             if buffer.endswith(("_mask", "_rewind")):
                 del self.module._buffers[buffer]
-        for hook_id, hook in list(self.module._forward_pre_hooks.items()):
-            if hook is remask_if_changed:
-                del self.module._forward_pre_hooks[hook_id]
         for key, csr in sparse.items():
             self.register_buffer(key, csr)
 
