@@ -10,22 +10,25 @@ while ``nnx.state``/``nnx.split``/``nnx.merge`` carry them like any other state.
 
 Which weights are prunable (biases never are):
 
-===============================================  =========================================
-layer                                            prunable parameters
-===============================================  =========================================
-Linear, LinearGeneral, Einsum, Conv,             ``kernel``
-ConvTranspose
-Embed                                            ``embedding``
-MultiHeadAttention                               ``query``, ``key``, ``value`` and ``out``
-                                                 kernels
-LSTMCell, OptimizedLSTMCell, GRUCell,            every ``kernel`` of the cell
-SimpleCell
-BatchNorm, LayerNorm, RMSNorm, GroupNorm,        ``scale``, when the layer has one
-InstanceNorm
-===============================================  =========================================
+.. list-table::
+   :header-rows: 1
 
-Pruned weights hold exactly 0.0; during a call their gradient is zero, so the usual
-optimizers keep them there (see ``lotto_backends.jax._masking``).
+   * - layer
+     - prunable parameters
+   * - Linear, LinearGeneral, Einsum, Conv, ConvTranspose
+     - ``kernel``
+   * - Embed
+     - ``embedding``
+   * - MultiHeadAttention
+     - ``query``, ``key``, ``value`` and ``out`` kernels
+   * - LSTMCell, OptimizedLSTMCell, GRUCell, SimpleCell
+     - every ``kernel`` of the cell
+   * - BatchNorm, LayerNorm, RMSNorm, GroupNorm, InstanceNorm
+     - ``scale``, when the layer has one
+
+Pruned weights hold exactly 0.0; during a call their gradient is zero, and
+``lotto_backends.jax.Optimizer`` keeps them at zero whatever else moves them (see
+``lotto_backends.jax._masking`` and ``lotto_backends.jax.optimizer``).
 """
 
 from __future__ import annotations

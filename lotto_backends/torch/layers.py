@@ -8,19 +8,26 @@ prunable-layer protocol (``parameter_handles()``).
 
 Which weights are prunable (biases never are):
 
-========================================  ==================================================
-layer                                     prunable parameters
-========================================  ==================================================
-Linear, Bilinear, Conv*, ConvTranspose*   ``weight``
-Embedding, EmbeddingBag                   ``weight``
-RNN, LSTM, GRU                            every ``weight_ih_l*``, ``weight_hh_l*`` and
-                                          ``weight_hr_l*``, all layers and directions
-RNNCell, LSTMCell, GRUCell                ``weight_ih``, ``weight_hh``
-MultiheadAttention                        ``in_proj_weight`` (or ``q/k/v_proj_weight``) and
-                                          ``out_proj.weight``
-BatchNorm*, InstanceNorm*, LayerNorm,     ``weight`` (the learnable scale), when the layer
-GroupNorm, RMSNorm                        has one
-========================================  ==================================================
+.. list-table::
+   :header-rows: 1
+
+   * - layer
+     - prunable parameters
+   * - Linear, Bilinear, Conv*, ConvTranspose*, Embedding, EmbeddingBag
+     - ``weight``
+   * - RNN, LSTM, GRU
+     - every ``weight_ih_l*``, ``weight_hh_l*`` and ``weight_hr_l*``, all layers and
+       directions
+   * - RNNCell, LSTMCell, GRUCell
+     - ``weight_ih``, ``weight_hh``
+   * - MultiheadAttention
+     - ``in_proj_weight`` (or ``q/k/v_proj_weight``) and ``out_proj.weight``
+   * - BatchNorm*, InstanceNorm*, LayerNorm, GroupNorm, RMSNorm
+     - ``weight`` (the learnable scale), when the layer has one
+   * - subclasses of these (timm's ``LayerNorm2d``), transformers' ``Conv1D``
+     - as their base; ``Conv1D``'s ``weight`` is stored ``(in, out)``
+   * - any type given to ``register_prunable``
+     - the parameters named there
 """
 
 from __future__ import annotations
