@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -19,9 +20,21 @@ from .groups import PruneGroup, prunable_handles
 from .protocol import ParameterHandle, PrunableLayer
 from .report import ParameterSparsity, SparsityReport
 
-__all__ = ["Pruner"]
+__all__ = ["Pruner", "type_code"]
 
-_FORMAT = "lotto.pruner/1"
+_FORMAT = 2
+"""The version of ``Pruner.state_dict()``'s layout: only arrays, ints and floats, so that
+any checkpointing library (``torch.save``, orbax's ``StandardCheckpointer``) saves it."""
+
+
+def type_code(name: str) -> int:
+    """A prune group's type as the number a saved state holds (CRC-32 of its name)."""
+    return zlib.crc32(name.encode())
+
+
+def _state_config(group: PruneGroup) -> dict[str, int | float]:
+    """``group.config()`` with strings as their ``type_code``: a saved state holds numbers."""
+    return {k: type_code(v) if isinstance(v, str) else v for k, v in group.config().items()}
 
 
 def _mask_ids(layer: PrunableLayer) -> list[int]:
@@ -203,7 +216,7 @@ class Pruner:
             "rounds": self.rounds,
             "groups": [
                 {
-                    "config": group.config(),
+                    "config": _state_config(group),
                     "rounds": group.rounds,
                     "layers": [_layer_state(layer) for layer in group.layers],
                 }
@@ -276,7 +289,7 @@ def _check_array(where: str, saved: Any, like: Array, *, boolean: bool) -> None:
 def _check_state(pruner: Pruner, state: Any) -> list[tuple[ParameterHandle, Array | None, Array]]:
     """Validate a saved state against the pruner and list the writes it implies."""
     if not isinstance(state, Mapping) or state.get("format") != _FORMAT:
-        raise ValueError(f"state must be a mapping saved by Pruner.state_dict() (format {_FORMAT!r})")
+        raise ValueError(f"state must be a mapping saved by Pruner.state_dict() (format {_FORMAT})")
     if not _is_count(state.get("rounds")):
         raise ValueError(f"state['rounds'] must be a non-negative int, got {state.get('rounds')!r}")
     groups = state.get("groups")
@@ -285,9 +298,10 @@ def _check_state(pruner: Pruner, state: Any) -> list[tuple[ParameterHandle, Arra
         raise ValueError(f"state has {n} groups, the pruner has {len(pruner.groups)}")
     writes: list[tuple[ParameterHandle, Array | None, Array]] = []
     for g, (group, saved) in enumerate(zip(pruner.groups, groups, strict=True)):
-        if saved.get("config") != group.config():
+        if saved.get("config") != _state_config(group):
             raise ValueError(
-                f"state['groups'][{g}] is for {saved.get('config')}, the pruner's group is {group.config()}"
+                f"state['groups'][{g}] was saved for another group (config {saved.get('config')}, types as "
+                f"type_code); the pruner's group is {group.config()}, saved as {_state_config(group)}"
             )
         if not _is_count(saved.get("rounds")):
             raise ValueError(f"state['groups'][{g}]['rounds'] must be a non-negative int")

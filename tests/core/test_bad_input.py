@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lotto_core import ArrayLayer, LayerwiseMagnitudePruneGroup, MagnitudePruneGroup, Pruner, RandomPruneGroup
+from lotto_core.pruner import type_code
 
 from .helpers import masks, values
 
@@ -123,8 +124,8 @@ def test_a_state_that_does_not_match_changes_nothing(xp, device, case):
         "rounds": (_mutate(state, ["rounds"], -1), r"state\['rounds'\]", ValueError),
         "groups": (_mutate(state, ["groups"], []), "state has 0 groups, the pruner has 1", ValueError),
         "config": (
-            _mutate(state, ["groups", 0, "config"], {"type": "MagnitudePruneGroup", "p": 0.5}),
-            "is for",
+            _mutate(state, ["groups", 0, "config"], {"type": type_code("MagnitudePruneGroup"), "p": 0.5}),
+            "was saved for another group",
             ValueError,
         ),
         "layers": (

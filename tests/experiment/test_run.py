@@ -19,6 +19,7 @@ from lotto_backends.experiment.results import FIGURES
 from lotto_backends.experiment.torch_backend import BACKEND
 from lotto_backends.experiment.training import train
 from lotto_core import prune_count
+from lotto_core.pruner import type_code
 
 from .helpers import TINY, run_lotto
 
@@ -108,7 +109,7 @@ def test_controls_have_the_tickets_sparsity_but_other_masks(tmp_path):
         assert record["ticket"]["kept"] == record["reinit"]["kept"] == record["random"]["kept"]
     state = runner.read_state(out / "state_seed0.torch.state", BACKEND)
     ticket, random = state["ticket"]["pruner"], state["random"]["pruner"]
-    assert [g["config"]["type"] for g in random["groups"]] == ["RandomPruneGroup"] * 2
+    assert [g["config"]["type"] for g in random["groups"]] == [type_code("RandomPruneGroup")] * 2
     assert [g["config"]["p"] for g in random["groups"]] == [g["config"]["p"] for g in ticket["groups"]] == [0.3, 0.15]
     for g_ticket, g_random in zip(ticket["groups"], random["groups"], strict=True):
         masks_t = [m for layer in g_ticket["layers"] for m in layer["masks"].values()]

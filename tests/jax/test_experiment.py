@@ -29,6 +29,7 @@ from lotto_backends.experiment.models import cnn_lengths
 from lotto_backends.experiment.results import FIGURES
 from lotto_backends.experiment.runner import read_state, unseal
 from lotto_core import prune_count
+from lotto_core.pruner import type_code
 
 from ..experiment.helpers import kill_after_round_1, lotto_command, run_lotto, subprocess_env
 
@@ -166,8 +167,8 @@ def test_controls_have_the_tickets_sparsity_but_other_masks(finished: dict[str, 
         assert record["ticket"]["kept"] == record["reinit"]["kept"] == record["random"]["kept"]
     state = _load(finished["out"] / "state_seed0.jax.state")
     ticket, random = state["ticket"]["pruner"], state["random"]["pruner"]
-    assert [g["config"]["type"] for g in ticket["groups"]] == ["MagnitudePruneGroup"] * 2
-    assert [g["config"]["type"] for g in random["groups"]] == ["RandomPruneGroup"] * 2
+    assert [g["config"]["type"] for g in ticket["groups"]] == [type_code("MagnitudePruneGroup")] * 2
+    assert [g["config"]["type"] for g in random["groups"]] == [type_code("RandomPruneGroup")] * 2
     assert [g["config"]["p"] for g in random["groups"]] == [g["config"]["p"] for g in ticket["groups"]] == [0.5, 0.25]
     for g_ticket, g_random in zip(ticket["groups"], random["groups"], strict=True):
         masks_t = [np.asarray(m) for layer in g_ticket["layers"] for m in layer["masks"].values()]

@@ -301,3 +301,40 @@ def test_set_mask_refuses_a_bad_mask_and_changes_nothing(bad):
     after = _flat(layer)
     for key, value in before.items():
         np.testing.assert_array_equal(after[key], value, err_msg=key)
+
+
+def test_orbax_saves_the_model_and_pruner_and_resumes_bit_identically(tmp_path):
+    ocp = pytest.importorskip("orbax.checkpoint")
+
+    def build(seed: int) -> tuple[_WithRest, Pruner]:
+        model = _WithRest(nnx.Rngs(seed))
+        return model, Pruner([MagnitudePruneGroup([model.hidden], 0.3)], model=model)
+
+    def imp_round(model: _WithRest, pruner: Pruner) -> None:
+        _train_rest(model, 2)
+        pruner.prune_and_rewind()
+
+    straight, straight_pruner = build(0)
+    for _ in range(3):
+        imp_round(straight, straight_pruner)
+
+    model, pruner = build(0)
+    imp_round(model, pruner)
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(tmp_path / "model", nnx.state(model))
+        checkpointer.save(tmp_path / "pruner", pruner.state_dict())
+        checkpointer.wait_until_finished()
+        # a new process: abstract model (nnx.eval_shape), restored onto its structure
+        abstract = nnx.eval_shape(lambda: _WithRest(nnx.Rngs(7)))
+        graphdef, abstract_state = nnx.split(abstract)
+        resumed = nnx.merge(graphdef, checkpointer.restore(tmp_path / "model", abstract_state))
+        resumed_pruner = Pruner([MagnitudePruneGroup([resumed.hidden], 0.3)], model=resumed)
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, resumed_pruner.state_dict())
+        resumed_pruner.load_state_dict(checkpointer.restore(tmp_path / "pruner", target))
+    for _ in range(2):
+        imp_round(resumed, resumed_pruner)
+    assert resumed_pruner.rounds == straight_pruner.rounds == 3
+    a, b = _flat(resumed), _flat(straight)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
