@@ -77,7 +77,7 @@ def tests_jax(session: nox.Session) -> None:
     """The core suite on JAX arrays (fewer Hypothesis examples: JAX compiles each shape),
     and the JAX tests, the ``lotto`` program's JAX backend among them; torch too, for the
     tests that compare with the torch backend."""
-    session.install("torch==2.13.0", "-e", ".[jax,checkpoint,test,experiment]")
+    session.install("torch==2.13.0", "-e", ".[jax,checkpoint,test,test-jax,experiment]")
     session.run(
         "pytest",
         "tests/core",

@@ -54,7 +54,7 @@ def key_view(x: object) -> np.ndarray | None:
 
 def bool_view(x: object) -> np.ndarray | None:
     """The flat read-only NumPy view of a boolean array on one CPU device, or ``None``."""
-    if not _on_one_cpu(x) or x.dtype != jnp.bool_:  # type: ignore[union-attr]
+    if not isinstance(x, jax.Array) or not _on_one_cpu(x) or x.dtype != jnp.bool_:
         return None
     return np.asarray(x).reshape(-1)
 
@@ -76,13 +76,16 @@ def threads() -> int:
 def zero_pruned(values: Sequence[jax.Array], masks: Sequence[jax.Array]) -> list[jax.Array] | None:
     """Each value with its pruned entries set to exactly +0.0, as new arrays written in
     one fused pass; ``None`` (nothing done) unless the kernels cover every pair."""
-    keys, flags = [key_view(v) for v in values], [bool_view(m) for m in masks]
+    views, bools = [key_view(v) for v in values], [bool_view(m) for m in masks]
+    keys = [k for k in views if k is not None]
+    flags = [f for f in bools if f is not None]
     if (
         pool.kernels() is None
-        or any(k is None for k in keys)
-        or any(f is None or f.size != k.size for k, f in zip(keys, flags, strict=True))
+        or len(keys) < len(views)
+        or len(flags) < len(bools)
+        or any(f.size != k.size for k, f in zip(keys, flags, strict=True))
     ):
         return None
-    outs = [buffers.new(k.size, k.dtype) for k in keys]  # type: ignore[union-attr]
-    pool.zero_pruned(keys, flags, threads(), outs)  # type: ignore[arg-type]
+    outs = [buffers.new(k.size, k.dtype) for k in keys]
+    pool.zero_pruned(keys, flags, threads(), outs)
     return adopt(outs, like=values)

@@ -36,14 +36,17 @@ reduces every shard and then adds up one count per shard and pivot across device
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from lotto_backends._host.search import host_group, select
 from lotto_core.rate import prune_count, validate_rate
@@ -69,11 +72,12 @@ def _kernel_input(source: ScoreSource) -> tuple[jax.Array, bool]:
         return source.weight, True
     if isinstance(source, RandomScores):
         return jax.device_put(source.host_values(), source.weight.sharding), False
-    return source.full(), False
+    return jnp.asarray(source.full()), False
 
 
 def _scores(x: jax.Array, magnitude: bool) -> jax.Array:
-    return _as_float_scores(jnp, jnp.abs(x) if magnitude else x)
+    scores: jax.Array = _as_float_scores(jnp, jnp.abs(x) if magnitude else x)
+    return scores
 
 
 def _add_up(flags: list[jax.Array]) -> jax.Array:
@@ -92,6 +96,27 @@ def _flat_index(shape: tuple[int, ...]) -> jax.Array:
         index = index + lax.broadcasted_iota(jnp.int32, shape, axis) * stride
         stride *= shape[axis]
     return index
+
+
+def _explicit_mesh(x: jax.Array) -> Any:
+    """The mesh of ``x`` if it has Explicit axes (``jax.make_mesh``'s default), else None."""
+    sharding = getattr(x, "sharding", None)
+    if isinstance(sharding, NamedSharding) and any(t == AxisType.Explicit for t in sharding.mesh.axis_types):
+        return sharding.mesh
+    return None
+
+
+def _on_explicit(fn: Callable[..., jax.Array], x: jax.Array, *args: Any, like: jax.Array | None = None) -> jax.Array:
+    """``fn(x, *args)``; on Explicit mesh axes, with them treated as Auto for the call
+    (``jax.sharding.auto_axes``: the passes' reshapes and strided slices need no
+    sharding annotations), the output replicated, or sharded like ``like``."""
+    mesh = _explicit_mesh(x)
+    if mesh is None:
+        return fn(x, *args)
+    out: Any = P() if like is None else getattr(like.sharding, "spec", None)  # type: ignore[no-untyped-call]
+    with jax.set_mesh(mesh):
+        result: jax.Array = jax.sharding.auto_axes(fn, out_sharding=out)(x, *args)
+        return result
 
 
 @partial(jax.jit, static_argnames=("strides", "magnitude"))
@@ -213,7 +238,7 @@ class _Search:
         width = _PIVOTS - 1 if with_kept else _PIVOTS
         padded = np.concatenate([pivots, np.full(width - len(keys), np.inf, dtype=self.dtype)])
         out = [
-            _count_upto(x, m, padded, magnitude=mag, with_kept=with_kept)
+            _on_explicit(partial(_count_upto, magnitude=mag, with_kept=with_kept), x, m, padded)
             for (x, mag), m in zip(self.inputs, self.masks, strict=True)
         ]
         counts = np.asarray(jax.device_get(out), dtype=np.int64)
@@ -225,7 +250,7 @@ class _Search:
         total = sum(math.prod(x.shape) for x, _ in self.inputs)
         step = max(1, total // _SAMPLE_SIZE)
         parts = [
-            _sample(x, m, _strides(tuple(x.shape), step), magnitude=mag)
+            _on_explicit(partial(_sample, strides=_strides(tuple(x.shape), step), magnitude=mag), x, m)
             for (x, mag), m in zip(self.inputs, self.masks, strict=True)
         ]
         values = jax.device_get(_quantiles(parts, np.float32(self.p)))
@@ -291,7 +316,7 @@ class _Search:
         while lo < hi:
             keys = _split(lo, hi)
             limits = np.asarray(keys + [hi] * (_PIVOTS - len(keys)), dtype=np.int32)
-            counts = jax.device_get(_count_tied_before(x, mask, t, limits, magnitude=mag))
+            counts = jax.device_get(_on_explicit(partial(_count_tied_before, magnitude=mag), x, mask, t, limits))
             for limit, c in zip(keys, counts, strict=False):
                 if c >= ties:
                     hi = limit
@@ -324,7 +349,8 @@ class _Search:
             if cut.pruned:
                 mode = "none" if ties == 0 else "all" if ties == cut.tied else "first"
                 limit = self.first_tied(i, t, ties) if mode == "first" else 0
-                cut = replace(cut, mask=_new_mask(x, mask, t, np.int32(limit), magnitude=mag, mode=mode))
+                new = partial(_new_mask, magnitude=mag, mode=mode)
+                cut = replace(cut, mask=_on_explicit(new, x, mask, t, np.int32(limit), like=x))
             cuts.append(cut)
         return cuts
 
@@ -367,7 +393,7 @@ def plan_cuts(sources: Sequence[ScoreSource], masks: Sequence[jax.Array], p: flo
                     like.append(array)
                     slots.append((i, name))
         for (i, name), adopted in zip(slots, _host.adopt(buffers, like=like), strict=True):
-            cuts[i] = replace(cuts[i], **{name: adopted})
+            cuts[i] = replace(cuts[i], mask=adopted) if name == "mask" else replace(cuts[i], values=adopted)
         return cuts
     for m in masks:
         if math.prod(m.shape) >= 2**31:

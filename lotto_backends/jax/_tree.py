@@ -39,7 +39,7 @@ def path_name(path: tuple[Any, ...]) -> str:
 
 def check_selector(select: object, name: str) -> Selector:
     if isinstance(select, str | re.Pattern) or callable(select):
-        return select  # type: ignore[return-value]
+        return select
     raise TypeError(
         f"{name} must be a glob string, a compiled regular expression or a function (path, leaf) -> bool, "
         f"got {type(select).__name__}"
@@ -84,7 +84,7 @@ def leaves(params: Any, masks: Any, *, name: str = "masks") -> tuple[list[Leaf],
     """
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     try:
-        mask_leaves = treedef.flatten_up_to(masks)
+        mask_leaves = treedef.flatten_up_to(masks)  # type: ignore[attr-defined]
     except (ValueError, TypeError) as e:
         raise ValueError(
             f"{name} must have the structure of the parameters, with a boolean array or None per leaf "

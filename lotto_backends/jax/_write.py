@@ -50,7 +50,7 @@ def write_masks(writes: Sequence[Write]) -> None:
     zeroed = zero_pruned([handle.get_value() for handle, _ in batched], [mask for _, mask in batched])
     ready += [(handle, mask, value) for (handle, mask), value in zip(batched, zeroed, strict=True)]
     for handle, mask, value in ready:
-        handle.set_masked(mask, value)  # type: ignore[attr-defined]
+        handle.set_masked(mask, value)
     for handle, mask in others:
         handle.set_mask(mask)
 

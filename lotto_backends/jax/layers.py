@@ -94,6 +94,9 @@ class JaxParameterHandle:
         return self.variable.get_value()
 
     def set_value(self, value: jax.Array) -> None:
+        current = self.get_value()
+        if is_concrete(current) and is_concrete(value) and current.sharding != value.sharding:
+            value = jax.device_put(value, current.sharding)  # a rewind point kept elsewhere
         mask = self.get_mask()
         self.variable.set_value(value if mask is None else _zero_pruned(value, mask))
 
@@ -137,7 +140,12 @@ class JaxParameterHandle:
         return point.get_value()
 
     def set_rewind_point(self, value: jax.Array) -> None:
+        """Store ``value`` as the rewind point, where the rewind point lives (host memory
+        after ``set_rewind_device``)."""
         point: RewindPoint = getattr(self.owner, self.name + "_rewind")
+        old = point.get_value()
+        if is_concrete(old) and is_concrete(value) and old.sharding != value.sharding:
+            value = jax.device_put(value, old.sharding)
         point.set_value(value)
 
     def __repr__(self) -> str:
@@ -149,10 +157,22 @@ def _parameters(layer: nnx.Module) -> Iterator[tuple[str, nnx.Module, str]]:
     layer, in NNX's (sorted) traversal order."""
     for path, node in nnx.iter_graph(layer):
         if isinstance(node, nnx.Param):
-            owner = layer
+            owner: Any = layer
             for key in path[:-1]:
-                owner = owner[key] if isinstance(key, int) else getattr(owner, key)
+                owner = owner[key] if isinstance(key, int) else getattr(owner, str(key))
             yield ".".join(str(key) for key in path), owner, str(path[-1])
+
+
+_SHARDING_METADATA = ("out_sharding", "sharding_names", "sharding", "mesh")
+"""The variable metadata that says how a variable is sharded (``nnx.get_partition_spec``)."""
+
+_V = TypeVar("_V", bound=nnx.Variable[Any])
+
+
+def _with_metadata(variable: _V, metadata: dict[str, Any]) -> _V:
+    if metadata:
+        variable.set_metadata(**metadata)
+    return variable
 
 
 class PrunableModule(nnx.Module):
@@ -164,12 +184,16 @@ class PrunableModule(nnx.Module):
 
     def _lotto_setup(self) -> None:
         for _, owner, name in list(_parameters(self)):
-            value = getattr(owner, name).get_value()
+            param = getattr(owner, name)
+            value = param.get_value()
+            # the weight's partition-spec metadata, so that spec-driven sharded init and orbax
+            # restore place masks and rewind points as the weight
+            sharding = {k: v for k, v in param.get_metadata().items() if k in _SHARDING_METADATA}
             if name in self._lotto_prunable:
                 # like the weight: its sharding, committed to a device only if the weight is (a
                 # jitted step then compiles once for both), and traceable (nnx.eval_shape, nnx.jit)
-                setattr(owner, name + "_mask", Mask(jnp.ones_like(value, dtype=bool)))
-            setattr(owner, name + "_rewind", RewindPoint(jnp.copy(value)))
+                setattr(owner, name + "_mask", _with_metadata(Mask(jnp.ones_like(value, dtype=bool)), sharding))
+            setattr(owner, name + "_rewind", _with_metadata(RewindPoint(jnp.copy(value)), sharding))
 
     def _lotto_masked_pairs(self) -> list[tuple[nnx.Variable[Any], Mask]]:
         return [
@@ -177,6 +201,17 @@ class PrunableModule(nnx.Module):
             for _, owner, name in _parameters(self)
             if isinstance(getattr(owner, name + "_mask", None), Mask)
         ]
+
+    def set_rewind_device(self, device: jax.Device | None) -> PrunableModule:
+        """Keep this layer's rewind points on ``device`` (``jax.devices("cpu")[0]`` for a
+        model on an accelerator: one rewind copy per weight in host memory instead of
+        device memory); ``None`` puts them back beside their weights. Rewinding moves
+        them to the weight's devices for the copy only. Returns the layer."""
+        for _, owner, name in _parameters(self):
+            point: RewindPoint = getattr(owner, name + "_rewind")
+            where = getattr(owner, name).get_value().sharding if device is None else device
+            point.set_value(jax.device_put(point.get_value(), where))
+        return self
 
     def parameter_handles(self) -> Mapping[str, JaxParameterHandle]:
         """Every parameter of the layer (submodules' too, by dotted path); the prunable
@@ -221,7 +256,7 @@ def _twin(base: type[nnx.Module], prunable: frozenset[str], methods: tuple[str, 
             self._lotto_setup()
 
         __init__.__signature__ = signature  # type: ignore[attr-defined]
-        cls.__init__ = __init__  # type: ignore[misc]
+        cls.__init__ = __init__  # type: ignore[method-assign]
         cls.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])  # type: ignore[attr-defined]
         cls.__doc__ = (
             f"A prunable :class:`flax.nnx.{base.__name__}`: the same constructor arguments, "

@@ -63,6 +63,6 @@ class Optimizer(nnx.Optimizer):  # type: ignore[type-arg]
     def __init__(self, model: nnx.Module, tx: optax.GradientTransformation, *, wrt: Any = nnx.Param, **kwargs: Any):
         super().__init__(model, keep_pruned(tx), wrt=wrt, **kwargs)
 
-    def update(self, model: nnx.Module, grads: Any, /, **kwargs: Any) -> Any:  # type: ignore[override]
+    def update(self, model: nnx.Module, grads: Any, /, **kwargs: Any) -> Any:
         """``nnx.Optimizer.update`` with the model's current masks applied."""
         return super().update(model, grads, masks=model_masks(model, self.wrt), **kwargs)

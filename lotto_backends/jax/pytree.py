@@ -122,7 +122,7 @@ def init_masks(params: Any, prunable: Selector | None = None) -> Any:
     """
     select = _default_prunable if prunable is None else check_selector(prunable, "prunable")
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-    out = []
+    out: list[jax.Array | None] = []
     for path, leaf in flat:
         name = path_name(path)
         if not matches(select, name, leaf):
@@ -137,7 +137,7 @@ def init_masks(params: Any, prunable: Selector | None = None) -> Any:
     if all(m is None for m in out):
         what = "floating leaf with two or more dimensions" if prunable is None else f"leaf for prunable={prunable!r}"
         raise ValueError(f"params has no {what}; its leaves are {[path_name(p) for p, _ in flat]}")
-    return treedef.unflatten(out)
+    return treedef.unflatten(out)  # type: ignore[attr-defined]
 
 
 def apply_masks(params: Any, masks: Any) -> Any:

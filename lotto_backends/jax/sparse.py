@@ -27,7 +27,7 @@ from jax.experimental import sparse
 from lotto_core import csr_components, layers_to_scipy
 
 from ._graph import replace_layers
-from .layers import PrunableLinear, PrunableModule
+from .layers import Mask, PrunableLinear, PrunableModule
 
 __all__ = ["SparseLinear", "SparseStored", "SparseWeight", "sparsify", "to_scipy"]
 
@@ -52,14 +52,15 @@ class SparseLinear(nnx.Module):
 
     def __init__(self, layer: PrunableLinear) -> None:
         self.in_features, self.out_features = layer.in_features, layer.out_features
-        self.kernel = SparseWeight(_bcoo(layer.kernel.get_value(), layer.kernel_mask.get_value()))
+        mask: Mask = getattr(layer, "kernel_mask")  # noqa: B009 (set by make_prunable, not a declared field)
+        self.kernel = SparseWeight(_bcoo(layer.kernel.get_value(), mask.get_value()))
         self.bias = nnx.data(None if layer.bias is None else nnx.Variable(layer.bias.get_value()))
         self.dtype = layer.dtype
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
         kernel: sparse.BCOO = self.kernel.get_raw_value()
         dims = (((inputs.ndim - 1,), (0,)), ((), ()))
-        out = sparse.bcoo_dot_general(inputs, kernel, dimension_numbers=dims)
+        out: jax.Array = sparse.bcoo_dot_general(inputs, kernel, dimension_numbers=dims)  # type: ignore[assignment]
         if self.bias is not None:
             out = out + self.bias.get_value()
         return out if self.dtype is None else out.astype(self.dtype)
@@ -85,7 +86,7 @@ class SparseStored(nnx.Module):
                 setattr(owner, name, SparseWeight(_bcoo(weight, mask), dense_shape=tuple(weight.shape)))
                 delattr(owner, name + "_mask")
             delattr(owner, name + "_rewind")
-        plain.__class__ = type(layer)._lotto_base  # the plain NNX layer again
+        plain.__class__ = type(layer)._lotto_base  # type: ignore[assignment]  # the plain NNX layer again
         self.layer = plain
 
     def _sparse_weights(self) -> list[SparseWeight]:
@@ -117,7 +118,7 @@ def _densified(weights: list[SparseWeight]) -> Iterator[None]:
     saved = [weight.get_raw_value() for weight in weights]
     try:
         for weight in weights:
-            weight.set_raw_value(_dense(weight), _unsafe_bypass_check=True)
+            weight.set_raw_value(_dense(weight), _unsafe_bypass_check=True)  # type: ignore[arg-type]
         yield
     finally:
         for weight, raw in zip(weights, saved, strict=True):

@@ -338,3 +338,39 @@ def test_orbax_saves_the_model_and_pruner_and_resumes_bit_identically(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_rewind_points_can_live_on_another_device():
+    devices = jax.devices()
+    assert len(devices) >= 2, "the JAX session runs with two host devices"
+    layer = PrunableLinear(6, 4, rngs=nnx.Rngs(0)).set_rewind_device(devices[1])
+    start = np.asarray(layer.kernel[...])
+    assert layer.kernel_rewind.get_value().devices() == {devices[1]}
+    pruner = Pruner([MagnitudePruneGroup([layer], 0.5)], model=layer)
+    layer.kernel.set_value(layer.kernel[...] * 3)
+    pruner.prune_and_rewind()
+    assert layer.kernel[...].devices() == {devices[0]}  # the weight stays where it was
+    np.testing.assert_array_equal(layer.kernel[...], np.where(np.asarray(layer.kernel_mask[...]), start, 0))
+    pruner.set_rewind_point()
+    assert layer.kernel_rewind.get_value().devices() == {devices[1]}  # moved points stay on their device
+    layer.set_rewind_device(None)
+    assert layer.kernel_rewind.get_value().devices() == {devices[0]}
+
+
+def test_sharded_layers_on_an_explicit_mesh_prune_like_unsharded_and_carry_partition_specs():
+    assert len(jax.devices()) >= 2, "the JAX session runs with two host devices"
+    mesh = jax.make_mesh((2,), ("model",))
+    init = nnx.with_partitioning(nnx.initializers.lecun_normal(), (None, "model"))
+    with jax.set_mesh(mesh):
+        layer = PrunableLinear(nnx.Linear(187, 16, kernel_init=init, rngs=nnx.Rngs(0)))
+    specs = nnx.get_partition_spec(nnx.state(layer))
+    assert specs["kernel_mask"].get_value() == specs["kernel_rewind"].get_value() == jax.P(None, "model")
+    plain = PrunableLinear(187, 16, rngs=nnx.Rngs(0))
+    plain.kernel.set_value(jnp.asarray(np.asarray(layer.kernel[...])))
+    for model in (layer, plain):
+        pruner = Pruner([MagnitudePruneGroup([model], 0.4)], model=model)
+        pruner.prune()
+        pruner.prune()
+    np.testing.assert_array_equal(np.asarray(layer.kernel_mask[...]), np.asarray(plain.kernel_mask[...]))
+    assert layer.kernel_mask[...].sharding == layer.kernel[...].sharding
+    assert layer.kernel[...].sharding.spec == jax.P(None, "model")
