@@ -24,6 +24,7 @@ BENCHMARKS = [
     "bench_torch_sparse_inference.py",
     "bench_jax_global_prune.py",
     "bench_jax_train_step.py",
+    "bench_jax_many_layers.py",
 ]
 JAX_ENV = {
     "JAX_PLATFORMS": "cpu",
