@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from array_api_compat import to_device
@@ -243,6 +243,32 @@ class Pruner:
         for group, saved in zip(self.groups, state["groups"], strict=True):
             group.rounds = saved["rounds"]
         self.rounds = state["rounds"]
+
+
+def check_rewind_scope(rewind: object) -> None:
+    """Raise unless ``rewind`` is ``"model"`` or ``"groups"`` (the adapters' ``Pruner``)."""
+    if rewind not in ("model", "groups"):
+        raise ValueError(f"rewind must be 'model' or 'groups', got {rewind!r}")
+
+
+def rest_of_model(pruner: Pruner, nodes: Iterable[object], rest: PrunableLayer) -> tuple[PrunableLayer, ...]:
+    """The ``others`` of a whole-model rewind: the model's prunable layers outside the
+    pruner's groups, then ``rest`` (what no prunable layer holds), for an adapter's
+    ``Pruner(groups, model=...)``; ``nodes`` are the model's modules.
+
+    Raises
+    ------
+    ValueError
+        If a grouped layer is not among ``nodes``.
+    """
+    nodes = list(nodes)
+    present = {id(node) for node in nodes}
+    missing = [layer for layer in pruner.layers() if id(layer) not in present]
+    if missing:
+        raise ValueError(f"model does not contain the grouped layer {type(missing[0]).__name__}")
+    grouped = {id(layer) for layer in pruner.layers()}
+    others = [node for node in nodes if isinstance(node, PrunableLayer) and id(node) not in grouped]
+    return _check_others([*others, rest], pruner.groups)
 
 
 def _copy(x: Array) -> Array:

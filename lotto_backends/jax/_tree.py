@@ -73,6 +73,22 @@ class Leaf:
     mask: Any
 
 
+def check_mask(mask: object, value: jax.Array, where: str, expected: str = "a JAX boolean array") -> None:
+    """Raise, naming ``where``, unless ``mask`` is a boolean JAX array of ``value``'s
+    shape on its devices."""
+    if not isinstance(mask, jax.Array):
+        raise TypeError(f"{where} must be {expected}, got {type(mask).__name__}")
+    if mask.dtype != jnp.bool_:
+        raise TypeError(f"{where} must be boolean, got dtype {mask.dtype}")
+    if tuple(mask.shape) != tuple(value.shape):
+        raise ValueError(f"{where} has shape {tuple(mask.shape)}, the parameter has {tuple(value.shape)}")
+    if is_concrete(mask) and is_concrete(value) and mask.sharding.device_set != value.sharding.device_set:
+        raise ValueError(
+            f"{where} is on devices {sorted(map(str, mask.sharding.device_set))}, "
+            f"the parameter on {sorted(map(str, value.sharding.device_set))}"
+        )
+
+
 def leaves(params: Any, masks: Any, *, name: str = "masks") -> tuple[list[Leaf], Any]:
     """The leaves of ``params`` paired with their masks, and the tree structure.
 
@@ -92,21 +108,11 @@ def leaves(params: Any, masks: Any, *, name: str = "masks") -> tuple[list[Leaf],
         ) from None
     out = []
     for (path, value), mask in zip(flat, mask_leaves, strict=True):
-        where = f"{name}[{path_name(path)!r}]"
         if mask is not None:
-            if not isinstance(mask, jax.Array):
-                raise TypeError(f"{where} must be a JAX boolean array or None, got {type(mask).__name__}")
-            if mask.dtype != jnp.bool_:
-                raise TypeError(f"{where} must be boolean, got dtype {mask.dtype}")
+            where = f"{name}[{path_name(path)!r}]"
             if not is_weight(value):
                 raise TypeError(f"{where} is a mask for a leaf that cannot have one: {describe(value)}")
-            if tuple(mask.shape) != tuple(value.shape):
-                raise ValueError(f"{where} has shape {tuple(mask.shape)}, the parameter has {tuple(value.shape)}")
-            if is_concrete(mask) and is_concrete(value) and mask.sharding.device_set != value.sharding.device_set:
-                raise ValueError(
-                    f"{where} is on devices {sorted(map(str, mask.sharding.device_set))}, "
-                    f"the parameter on {sorted(map(str, value.sharding.device_set))}"
-                )
+            check_mask(mask, value, where, "a JAX boolean array or None")
         out.append(Leaf(path_name(path), value, mask))
     return out, treedef
 

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ._masking import Mask, RewindPoint, masked_weights
-from ._tree import is_concrete
+from ._tree import check_mask, is_concrete
 
 __all__ = [
     "PRUNABLE_TYPES",
@@ -114,17 +114,7 @@ class JaxParameterHandle:
             Naming ``mask`` and what was expected; nothing is changed.
         """
         value = self.get_value()
-        if not isinstance(mask, jax.Array):
-            raise TypeError(f"mask must be a JAX boolean array, got {type(mask).__name__}")
-        if mask.dtype != jnp.bool_:
-            raise TypeError(f"mask must be boolean, got dtype {mask.dtype}")
-        if tuple(mask.shape) != tuple(value.shape):
-            raise ValueError(f"mask has shape {tuple(mask.shape)}, the parameter has {tuple(value.shape)}")
-        if is_concrete(mask) and is_concrete(value) and mask.sharding.device_set != value.sharding.device_set:
-            raise ValueError(
-                f"mask is on devices {sorted(map(str, mask.sharding.device_set))}, "
-                f"the parameter on {sorted(map(str, value.sharding.device_set))}"
-            )
+        check_mask(mask, value, "mask")
         self.set_masked(mask, _zero_pruned(value, mask))
 
     def set_masked(self, mask: jax.Array, value: jax.Array) -> None:

@@ -19,7 +19,8 @@ from flax import nnx
 
 import lotto_core
 from lotto_core import PruneGroup
-from lotto_core.protocol import ParameterHandle, PrunableLayer
+from lotto_core.protocol import ParameterHandle
+from lotto_core.pruner import check_rewind_scope, rest_of_model
 
 from ._write import zero_pruned
 from .layers import JaxParameterHandle, PrunableModule
@@ -110,24 +111,12 @@ class Pruner(lotto_core.Pruner):
         model: nnx.Module | None = None,
         rewind: Literal["model", "groups"] = "model",
     ) -> None:
-        if rewind not in ("model", "groups"):
-            raise ValueError(f"rewind must be 'model' or 'groups', got {rewind!r}")
+        check_rewind_scope(rewind)
         if model is not None and not isinstance(model, nnx.Module):
             raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
         super().__init__(groups, model_known=model is not None or rewind == "groups")
         if model is not None and rewind == "model":
-            nodes = {id(node) for _, node in nnx.iter_graph(model)}
-            grouped = {id(layer) for layer in self.layers()}
-            missing = [layer for layer in self.layers() if id(layer) not in nodes]
-            if missing:
-                raise ValueError(f"model does not contain the grouped layer {type(missing[0]).__name__}")
-            others: list[PrunableLayer] = [
-                node
-                for _, node in nnx.iter_graph(model)
-                if isinstance(node, PrunableModule) and id(node) not in grouped
-            ]
-            others.append(ModelRest(model))
-            self.others = lotto_core.pruner._check_others(others, self.groups)
+            self.others = rest_of_model(self, (node for _, node in nnx.iter_graph(model)), ModelRest(model))
         self.scope = rewind
 
     def _restore(self, handles: list[ParameterHandle]) -> None:

@@ -17,7 +17,8 @@ from torch import nn
 
 import lotto_core
 from lotto_core import PruneGroup
-from lotto_core.protocol import ParameterHandle, PrunableLayer
+from lotto_core.protocol import ParameterHandle
+from lotto_core.pruner import check_rewind_scope, rest_of_model
 
 from ._distributed import check_ranks_agree, keep_out_of_ddp_broadcast
 from ._masking import mark_clean, zero_pruned
@@ -122,21 +123,12 @@ class Pruner(lotto_core.Pruner):
         model: nn.Module | None = None,
         rewind: Literal["model", "groups"] = "model",
     ) -> None:
-        if rewind not in ("model", "groups"):
-            raise ValueError(f"rewind must be 'model' or 'groups', got {rewind!r}")
+        check_rewind_scope(rewind)
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        others: list[PrunableLayer] = []
         super().__init__(groups, model_known=model is not None or rewind == "groups")
         if model is not None and rewind == "model":
-            grouped = {id(layer) for layer in self.layers()}
-            modules = {id(m) for m in model.modules()}
-            missing = [layer for layer in self.layers() if id(layer) not in modules]
-            if missing:
-                raise ValueError(f"model does not contain the grouped layer {missing[0]!r}")
-            others = [m for m in model.modules() if isinstance(m, PrunableModule) and id(m) not in grouped]
-            others.append(ModelRest(model))
-            self.others = lotto_core.pruner._check_others(others, self.groups)
+            self.others = rest_of_model(self, model.modules(), ModelRest(model))
         if model is not None:
             keep_out_of_ddp_broadcast(model)
         self.scope = rewind
