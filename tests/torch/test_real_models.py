@@ -452,3 +452,31 @@ def test_a_layer_on_the_meta_device_is_refused_with_a_clear_error():
     layer = PrunableLinear(4, 3, device="meta")
     with pytest.raises(ValueError, match="is on the meta device"):
         Pruner([MagnitudePruneGroup([layer], 0.5)], model=layer).prune()
+
+
+def test_t5s_four_tied_embeddings_are_one_weight_pruned_once():
+    torch.manual_seed(0)
+    config = transformers.T5Config(
+        vocab_size=64, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, tie_word_embeddings=True
+    )
+    model = transformers.T5ForConditionalGeneration(config)
+    norm = transformers.models.t5.modeling_t5.T5LayerNorm
+    make_prunable(model, exclude=norm)
+    tied = [model.shared, model.encoder.embed_tokens, model.decoder.embed_tokens, model.lm_head]
+    assert len({id(m.weight) for m in tied}) == 1
+    masks = {id(m.parameter_handles()["weight"].get_mask()) for m in tied}
+    assert len(masks) == 1
+    layers = _prunable_layers(model)
+    pruner = Pruner([MagnitudePruneGroup(layers, 0.2)], model=model)
+    total = sum(
+        {
+            id(h.parameter): h.parameter.numel()
+            for m in layers
+            for h in m.parameter_handles().values()
+            if h.get_mask() is not None
+        }.values()
+    )
+    pruner.prune()
+    report = pruner.report()
+    assert report.total == total
+    assert report.total - report.kept == prune_count(0.2, total)  # 20%, not the 28.5% of four masks
