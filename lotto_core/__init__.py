@@ -7,6 +7,7 @@ through ``array_api_compat.array_namespace`` once the user hands them over.
 
 from .array_layer import ArrayLayer, ArrayParameter
 from .groups import LayerwiseMagnitudePruneGroup, MagnitudePruneGroup, PruneGroup, RandomPruneGroup
+from .overlap import MaskOverlap, ParameterOverlap, mask_overlap
 from .protocol import ParameterHandle, PrunableLayer
 from .pruner import Pruner
 from .rate import prune_count
@@ -19,7 +20,9 @@ __all__ = [
     "CSRComponents",
     "LayerwiseMagnitudePruneGroup",
     "MagnitudePruneGroup",
+    "MaskOverlap",
     "ParameterHandle",
+    "ParameterOverlap",
     "ParameterSparsity",
     "PrunableLayer",
     "PruneGroup",
@@ -28,6 +31,7 @@ __all__ = [
     "SparsityReport",
     "csr_components",
     "layers_to_scipy",
+    "mask_overlap",
     "prune_count",
     "sparse_shape",
     "to_scipy",
