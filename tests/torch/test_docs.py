@@ -48,3 +48,15 @@ def test_comparison_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert int((ns["lotto"].weight == 0).sum()) == 3  # type: ignore[attr-defined]
     assert "weight_orig" in out
     assert "torch.bool" in out
+
+
+def test_readme_torch_example_runs() -> None:
+    readme = DOCS.parent / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.DOTALL)
+    torch_blocks = [b for b in blocks if "lotto_backends.torch" in b]
+    assert torch_blocks, "README.md has no PyTorch example"
+    namespace: dict[str, object] = {}
+    exec(compile(torch_blocks[0], str(readme), "exec"), namespace)
+    pruner = namespace["pruner"]
+    pruner.prune_and_rewind()  # type: ignore[attr-defined]
+    assert pruner.report().remaining == pytest.approx(0.8, abs=1e-3)  # type: ignore[attr-defined]
