@@ -14,19 +14,17 @@ __all__ = ["make_prunable"]
 
 def make_prunable(model: nnx.Module) -> nnx.Module:
     """Replace every supported layer of ``model`` (at any depth, in attributes, ``nnx.List``
-        and ``nnx.Dict``) by its prunable twin, keeping its variables, and return the model.
-        Layers that already are prunable, and the submodules of a converted layer, are left
-        as they are; a layer reached along two paths becomes one twin. A supported model
-        itself is returned as its twin. Every twin is built before any is put in place.
+    and ``nnx.Dict``) by its prunable twin, keeping its variables, and return the model.
+    Layers that already are prunable, and the submodules of a converted layer, are left
+    as they are; a layer reached along two paths becomes one twin. A supported model
+    itself is returned as its twin. Every twin is built before any is put in place.
 
-        Examples
-        --------
-        >>> from typing import Any
-
-    from flax import nnx
-        >>> model = make_prunable(nnx.Sequential(nnx.Linear(4, 3, rngs=nnx.Rngs(0)), nnx.relu))
-        >>> type(model.layers[0]).__name__, isinstance(model.layers[0], nnx.Linear)
-        ('PrunableLinear', True)
+    Examples
+    --------
+    >>> from flax import nnx
+    >>> model = make_prunable(nnx.Sequential(nnx.Linear(4, 3, rngs=nnx.Rngs(0)), nnx.relu))
+    >>> type(model.layers[0]).__name__, isinstance(model.layers[0], nnx.Linear)
+    ('PrunableLinear', True)
     """
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
