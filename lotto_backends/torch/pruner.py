@@ -14,12 +14,15 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.autograd.graph import increment_version
 
 import lotto_core
+from lotto_backends._host import pool
 from lotto_core import PruneGroup
 from lotto_core.protocol import ParameterHandle
 from lotto_core.pruner import check_rewind_scope, rest_of_model
 
+from . import _cpu
 from ._distributed import check_ranks_agree, keep_out_of_ddp_broadcast
 from ._masking import mark_clean, zero_pruned
 from .layers import PrunableModule, TorchParameterHandle, refuse_inference_mode
@@ -171,23 +174,23 @@ class Pruner(lotto_core.Pruner):
                 tensors.setdefault(id(handle.tensor), (handle.tensor, handle.point, None, None))
             else:
                 rest.append(handle)
+        fused = _rewind_fused([entry for entry in tensors.values() if entry[2] is not None])
         batches: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-        for target, point, _, _ in tensors.values():
-            same = point.device == target.device and point.dtype == target.dtype
-            key = (target.device, target.dtype) if same else (point.device, point.dtype)
-            if same:
-                batches.setdefault(key, ([], []))
-                batches[key][0].append(target)
-                batches[key][1].append(point)
+        for target, point, _, _ in [entry for ident, entry in tensors.items() if ident not in fused]:
+            if point.device == target.device and point.dtype == target.dtype:
+                batch = batches.setdefault((target.device, target.dtype), ([], []))
+                batch[0].append(target)
+                batch[1].append(point)
             else:
                 with torch.no_grad():
                     target.copy_(point)
         with torch.no_grad():
             for targets, points in batches.values():
                 torch._foreach_copy_(targets, points)
-        for target, _, mask, owner in tensors.values():
+        for ident, (target, _, mask, owner) in tensors.items():
             if mask is not None and owner is not None:
-                zero_pruned(target, mask)
+                if ident not in fused:
+                    zero_pruned(target, mask)
                 mark_clean(owner.layer, owner.name, target)
         super()._restore(rest)
 
@@ -198,3 +201,29 @@ class Pruner(lotto_core.Pruner):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         refuse_inference_mode("Pruner.load_state_dict()")
         super().load_state_dict(state)
+
+
+def _rewind_fused(
+    entries: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, TorchParameterHandle | None]],
+) -> set[int]:
+    """Write ``where(mask, point, +0.0)`` into each masked CPU parameter in one fused pass
+    of the host kernels (rather than a copy and then a zeroing pass); the ids of the
+    parameters written this way."""
+    sources, flags, targets, done = [], [], [], set()
+    for target, point, mask, _ in entries:
+        keys = _cpu.key_view(point)
+        out = _cpu.key_view(target, in_place=True)
+        bits = _cpu.bool_view(mask)
+        if keys is None or out is None or bits is None or point.dtype != target.dtype or keys.size != out.size:
+            continue
+        sources.append(keys)
+        flags.append(bits)
+        targets.append(out)
+        done.add(id(target))
+    if done and pool.kernels() is not None:
+        pool.zero_pruned(sources, flags, _cpu.threads(), targets)
+        for target, _, _, _ in entries:
+            if id(target) in done:
+                increment_version(target)
+        return done
+    return set()
