@@ -3,8 +3,9 @@
 Masks and rewind points are buffers of the layer (``weight_mask``, ``weight_rewind``,
 ...), so they travel with ``state_dict``, ``.to()``, ``deepcopy`` and ``torch.save``.
 
-Pruned entries are re-zeroed (multiplied in place by the mask, read as uint8: a bool
-operand would make torch cast every element and take twice as long) at two moments only:
+Pruned entries are re-zeroed at two moments only (large CPU parameters by the host
+kernels, exactly +0.0 in one fused pass; others multiplied in place by the mask, read as
+uint8: a bool operand would make torch cast every element and take twice as long):
 
 * right after any ``torch.optim`` optimizer steps over a masked parameter (a global
   optimizer post-step hook), so weights read zero between steps too;
@@ -25,12 +26,16 @@ NaN non-finite, and a negative one as -0.0 (equal to 0); pruning, rewinding and 
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
+from torch.autograd.graph import increment_version
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.weak import WeakIdKeyDictionary
+
+from lotto_backends._host import pool
 
 from . import _cpu
 
@@ -226,14 +231,39 @@ def _grad_masker(owner: nn.Module, name: str) -> Any:
 
 # optimizer -> (key, [(layer, name)], params, masks, masks as uint8): rebuilt when the
 # optimizer's parameters or any mask object change
-_PLANS: weakref.WeakKeyDictionary[torch.optim.Optimizer, tuple[Any, ...]] = weakref.WeakKeyDictionary()
+_FUSED_FROM = 1 << 16
+"""Parameters of at least this many entries are zeroed by the host kernels (one fused
+pass, exact +0.0); smaller ones by one batched multiply, whose per-call cost is less."""
 
 
-def _plan(optimizer: torch.optim.Optimizer) -> tuple[Any, ...]:
+@dataclass(frozen=True)
+class _StepPlan:
+    """What the optimizer hook masks, worked out once per optimizer and reused until a
+    parameter or mask object changes: CPU parameters zeroed by the host kernels through
+    views of their memory (checked against ``data_ptr`` at every step, so a parameter
+    whose storage was replaced is never written through a stale view), the others by
+    ``torch._foreach_mul_``."""
+
+    key: tuple[Any, ...]
+    owners: list[tuple[PrunableModule, str]]
+    params: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    fused: list[int]
+    keys: list[Any]
+    flags: list[Any]
+    pointers: list[tuple[int, int]]
+    multiplied: list[int]
+    factors: list[torch.Tensor]
+
+
+_PLANS: weakref.WeakKeyDictionary[torch.optim.Optimizer, _StepPlan] = weakref.WeakKeyDictionary()
+
+
+def _plan(optimizer: torch.optim.Optimizer, *, fresh: bool = False) -> _StepPlan:
     held = [p for group in optimizer.param_groups for p in group["params"]]
     key = (_generation, tuple(map(id, held)))
     plan = _PLANS.get(optimizer)
-    if plan is not None and plan[0] == key:
+    if plan is not None and plan.key == key and not fresh:
         return plan
     owners, params, masks = [], [], []
     for param in held:
@@ -243,19 +273,41 @@ def _plan(optimizer: torch.optim.Optimizer) -> tuple[Any, ...]:
             owners.append((layer, entry[1]))
             params.append(param)
             masks.append(_mask_of(layer, entry[1]))
-    plan = (key, owners, params, masks, [m.view(torch.uint8) for m in masks])
+    fused, keys, flags, pointers, multiplied = [], [], [], [], []
+    for i, (param, mask) in enumerate(zip(params, masks, strict=True)):
+        view = _cpu.key_view(param, in_place=True) if param.numel() >= _FUSED_FROM else None
+        bits = None if view is None else _cpu.bool_view(mask)
+        if view is not None and bits is not None and mask.is_contiguous() and bits.size == view.size:
+            fused.append(i)
+            keys.append(view)
+            flags.append(bits)
+            pointers.append((param.data_ptr(), mask.data_ptr()))
+        else:
+            multiplied.append(i)
+    if fused and pool.kernels() is None:
+        fused, keys, flags, pointers, multiplied = [], [], [], [], list(range(len(params)))
+    factors = [masks[i].view(torch.uint8) for i in multiplied]
+    plan = _StepPlan(key, owners, params, masks, fused, keys, flags, pointers, multiplied, factors)
     _PLANS[optimizer] = plan
     return plan
 
 
 def _after_optimizer_step(optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
-    """Re-zero every masked parameter that the optimizer holds, in one fused multiply."""
-    _, owners, params, masks, flags = _plan(optimizer)
-    if params:
+    """Re-zero every masked parameter that the optimizer holds: the large CPU ones in one
+    call of the host kernels, the others in one fused multiply."""
+    plan = _plan(optimizer)
+    stale = zip(plan.fused, plan.pointers, strict=True)
+    if any((plan.params[i].data_ptr(), plan.masks[i].data_ptr()) != p for i, p in stale):
+        plan = _plan(optimizer, fresh=True)  # a parameter or mask got new storage
+    if plan.fused:
+        pool.zero_pruned(plan.keys, plan.flags, _cpu.threads())
+        for i in plan.fused:
+            increment_version(plan.params[i])
+    if plan.multiplied:
         with torch.no_grad():
-            torch._foreach_mul_(params, flags)
-        for (layer, name), param, mask in zip(owners, params, masks, strict=True):
-            layer._lotto_versions[name] = (param, param._version, mask, mask._version, id(layer))
+            torch._foreach_mul_([plan.params[i] for i in plan.multiplied], plan.factors)
+    for (layer, name), param, mask in zip(plan.owners, plan.params, plan.masks, strict=True):
+        layer._lotto_versions[name] = (param, param._version, mask, mask._version, id(layer))
 
 
 register_optimizer_step_post_hook(_after_optimizer_step)

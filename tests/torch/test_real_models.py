@@ -480,3 +480,30 @@ def test_t5s_four_tied_embeddings_are_one_weight_pruned_once():
     report = pruner.report()
     assert report.total == total
     assert report.total - report.kept == prune_count(0.2, total)  # 20%, not the 28.5% of four masks
+
+
+def test_the_optimizer_hook_follows_a_parameter_whose_storage_was_replaced():
+    torch.manual_seed(0)
+    layer = PrunableLinear(256, 256)  # large enough for the host kernels' fused pass
+    Pruner([MagnitudePruneGroup([layer], 0.5)], model=layer).prune()
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    x = torch.randn(4, 256)
+
+    def step():
+        loss = layer(x).pow(2).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step()
+    old = layer.weight.data
+    kept_old = old.clone()
+    with torch.no_grad():
+        layer.weight.data = torch.randn(256, 256) + 5.0  # new storage, all non-zero
+    loss = (layer.weight * 1.0).sum()  # no forward of the layer: only the optimizer hook masks
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert (layer.weight[~layer.weight_mask] == 0).all()
+    assert not torch.signbit(layer.weight[~layer.weight_mask]).any()  # exact +0.0
+    assert torch.equal(old, kept_old)  # nothing written through a stale view
