@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["check_ranks_agree", "keep_out_of_ddp_broadcast"]
+__all__ = ["check_ranks_agree", "is_distributed", "keep_out_of_ddp_broadcast"]
 
 _LOTTO_BUFFERS = ("_mask", "_rewind")
 
@@ -30,7 +30,8 @@ def keep_out_of_ddp_broadcast(model: nn.Module) -> None:
     model._ddp_params_and_buffers_to_ignore = sorted(names)  # type: ignore[assignment]
 
 
-def _distributed() -> bool:
+def is_distributed() -> bool:
+    """Whether ``torch.distributed`` runs with more than one rank."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
@@ -38,7 +39,7 @@ def check_ranks_agree(masks: Sequence[torch.Tensor]) -> None:
     """Raise on every rank if the ranks of the default process group hold different
     ``masks``: a checksum per mask (kept count, sum and sum of squares of the kept
     positions), compared with two all-reduces of 3 integers per mask."""
-    if not masks or not _distributed():
+    if not masks or not is_distributed():
         return
     sums = []
     for mask in masks:

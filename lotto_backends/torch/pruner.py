@@ -19,11 +19,12 @@ from torch.autograd.graph import increment_version
 import lotto_core
 from lotto_backends._host import pool
 from lotto_core import PruneGroup
+from lotto_core.groups import prunable_handles
 from lotto_core.protocol import ParameterHandle
 from lotto_core.pruner import check_rewind_scope, rest_of_model
 
 from . import _cpu
-from ._distributed import check_ranks_agree, keep_out_of_ddp_broadcast
+from ._distributed import check_ranks_agree, is_distributed, keep_out_of_ddp_broadcast
 from ._masking import mark_clean, zero_pruned
 from .layers import PrunableModule, TorchParameterHandle, refuse_inference_mode
 
@@ -68,7 +69,7 @@ class ModelRest:
         held: set[int] = set()
         for module in model.modules():
             if isinstance(module, PrunableModule):
-                held.update(id(p) for _, h in module.parameter_handles().items() for p in [h.parameter])
+                held.update(id(h.parameter) for h in module.parameter_handles().values())
                 held.update(id(b) for k, b in module._buffers.items() if k.endswith(("_mask", "_rewind")))
         self.handles: dict[str, _TensorHandle] = {}
         seen: set[int] = set()
@@ -148,13 +149,9 @@ class Pruner(lotto_core.Pruner):
         """
         refuse_inference_mode("Pruner.prune()")
         super().prune()
-        seen: dict[int, torch.Tensor] = {}
-        for layer in self.layers():
-            for handle in layer.parameter_handles().values():
-                mask = handle.get_mask()
-                if mask is not None:
-                    seen.setdefault(id(mask), mask)
-        check_ranks_agree(list(seen.values()))
+        if is_distributed():  # one mask per parameter, as the core counts them (tied ones once)
+            masks = {id(mask): mask for layer in self.layers() for _, _, mask in prunable_handles(layer)}
+            check_ranks_agree(list(masks.values()))
 
     def rewind(self) -> None:
         refuse_inference_mode("Pruner.rewind()")
