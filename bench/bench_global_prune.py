@@ -7,11 +7,11 @@ one elementwise pass over the weights (``w.abs().sum()``) as the floor. That pas
 allocates its ``abs`` output, whose cost swings with the allocator's state (fresh pages
 or reused ones), so it is also timed into a buffer allocated once, and the ratio uses the
 faster of the two. Targets
-(issue 2): at least 20x faster than torch, within 10x of the elementwise pass, and peak
+(issues 2 and 14): at least 20x faster than torch, within 5x of the elementwise pass, and peak
 extra memory during the prune at most half the weights' bytes.
 
-Importing ``lotto_backends.torch`` registers its CPU selection with the core, so both
-Lotto figures use its fused numba kernels (the first call compiles them, or loads them
+The core runs the torch backend for torch tensors, so both Lotto figures use its fused
+numba kernels (the first call compiles them, or loads them
 from numba's cache; a warm-up call pays that before timing).
 
 Times are the best of ``--repeat`` runs. Peak memory is measured in a fresh subprocess
@@ -163,14 +163,14 @@ def main() -> int:
     print(f"  ... through PrunableLinear:     {t_layers * 1e3:8.1f} ms   peak extra {mem_layers / 1e6:7.1f} MB")
     speedup, vs_pass, mem_ratio = t_torch / t_lotto, t_lotto / t_pass, mem_lotto / weight_bytes
     print(f"speed-up over torch:        {speedup:6.1f}x   (target >= 20x)")
-    print(f"time / elementwise pass:    {vs_pass:6.1f}x   (target <= 10x)")
+    print(f"time / elementwise pass:    {vs_pass:6.1f}x   (target <= 5x)")
     print(f"peak extra / weight bytes:  {mem_ratio:6.2f}    (target <= 0.50; torch: {mem_torch / weight_bytes:.2f})")
     print(f"through PrunableLinear: {t_torch / t_layers:.1f}x faster than torch, {t_layers / t_pass:.1f}x the pass")
     missed = [
         name
         for name, ok in (
             ("speed-up", speedup >= 20),
-            ("elementwise ratio", vs_pass <= 10),
+            ("elementwise ratio", vs_pass <= 5),
             ("memory", mem_ratio <= 0.5),
         )
         if not ok

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._array_api import Array, array_namespace, device
-from .commit import write_masks
+from .backend import backend_for, plan_cuts
 from .protocol import ParameterHandle, PrunableLayer
 from .rate import validate_rate
 from .scores import MagnitudeScores, RandomScores, ScoreSource
-from .selection import Cut, apply_cut, plan_cuts
+from .search import Cut
 
 __all__ = [
     "LayerwiseMagnitudePruneGroup",
@@ -139,18 +139,17 @@ class PruneGroup(ABC):
         return [_Step(j, t.handle, cut) for j, (t, cut) in enumerate(zip(targets, cuts, strict=True))]
 
     def _commit(self, plan: list[_Step]) -> None:
-        """Write a planned round: each new mask is built from the weight as it is now (a
-        layer is in one group, so it is the weight the plan read: new weights that the
-        selection wrote stand)."""
+        """Write a planned round through the backend of its masks."""
         writes = []
         for step in plan:
             if step.cut.pruned:
-                weight, mask = step.handle.get_value(), step.handle.get_mask()
-                xp = array_namespace(weight)
-                new_mask = apply_cut(xp, self._scores(step.index, weight), mask, step.cut)
-                writes.append((step.handle, new_mask, step.cut.values))
-                del weight, mask
-        write_masks(writes)
+                mask = step.cut.mask
+                if mask is None:  # the cut prunes everything
+                    old = step.handle.get_mask()
+                    mask = array_namespace(old).zeros_like(old)
+                writes.append((step.handle, mask, step.cut.values))
+        if writes:
+            backend_for(writes[0][1]).write(writes)
         self.rounds += 1
 
     @abstractmethod

@@ -22,7 +22,7 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["count_band", "mask_at", "sample", "split_band", "zero_into", "zero_pruned"]
+__all__ = ["count_band", "count_upto", "mask_at", "sample", "split_band", "zero_into", "zero_pruned"]
 
 _jit = numba.njit(nogil=True, cache=True)
 
@@ -56,6 +56,16 @@ def count_band(bits: Any, mask: Any, sign_off: Any, floor: Any, lo: Any, hi: Any
         below += kept & (u < lo)
         upto += kept & (u <= hi)
     return below, upto
+
+
+@_jit
+def count_upto(bits: Any, mask: Any, sign_off: Any, floor: Any, pivots: Any, out: Any) -> None:
+    """Add to ``out[j]`` the kept keys ``<= pivots[j]``, for every pivot."""
+    for i in range(bits.size):
+        u = _key(bits[i], sign_off, floor)
+        kept = True if mask is None else mask[i]
+        for j in range(pivots.size):
+            out[j] += kept & (u <= pivots[j])
 
 
 @numba.njit(inline="always")

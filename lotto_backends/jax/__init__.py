@@ -22,7 +22,7 @@ from lotto_core import (
     SparsityReport,
 )
 
-from . import _select, _write, layers  # the core's groups select and write JAX arrays with compiled calls
+from . import layers
 from .convert import make_prunable
 from .layers import (
     PRUNABLE_TYPES,
@@ -90,4 +90,4 @@ __all__ = [
     "to_scipy",
 ]
 
-del _select, _write, layers
+del layers

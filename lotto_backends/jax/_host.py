@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lotto_backends._host import buffers, pool
-from lotto_backends._host.search import FORMATS, KeyFormat
+from lotto_core.keys import FORMATS, KeyFormat
 
 __all__ = ["adopt", "bool_view", "key_format", "key_view", "threads", "weight_keys", "zero_pruned"]
 

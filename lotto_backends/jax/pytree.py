@@ -55,7 +55,6 @@ from lotto_core import (
 )
 from lotto_core.rate import validate_rate
 
-from . import _select  # noqa: F401  (registers the compiled selection with the core)
 from ._optax import keep_pruned
 from ._tree import Leaf, Selector, check_selector, describe, is_concrete, is_weight, leaves, matches, path_name
 from ._write import zero_pruned

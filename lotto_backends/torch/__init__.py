@@ -23,7 +23,7 @@ from lotto_core import (
     SparsityReport,
 )
 
-from . import _select, _write, layers  # the core's groups select and write CPU tensors with fused kernels
+from . import layers
 from ._masking import mask_gradients, remask
 from .convert import dense_layers, make_prunable
 from .layers import (
@@ -109,4 +109,4 @@ __all__ = [
     "to_scipy",
 ]
 
-del _select, _write, layers
+del layers

@@ -11,7 +11,7 @@ import torch
 from torch.autograd.graph import increment_version
 
 from lotto_backends._host import pool
-from lotto_backends._host.search import FORMATS, KeyFormat
+from lotto_core.keys import FORMATS, KeyFormat
 
 __all__ = ["INT_OF", "bool_view", "key_view", "threads", "weight_keys", "zero_pruned"]
 

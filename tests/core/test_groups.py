@@ -7,6 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lotto_core import ArrayLayer, LayerwiseMagnitudePruneGroup, MagnitudePruneGroup, RandomPruneGroup, prune_count
+from lotto_core.backend import Backend
+from lotto_core.passes import ArrayAPIPasses
 
 from .helpers import assert_on, layers_of, masks, reference_prune, values
 
@@ -83,53 +85,56 @@ def test_layerwise_group_shares_the_threshold_within_a_layer(xp, device):
     assert int(masks([layer], "b")[0].sum()) == 0
 
 
-def test_a_native_writer_gets_a_groups_new_masks_in_one_call(monkeypatch):
-    import lotto_core.commit as commit
+class _Recording(Backend):
+    """The Array API backend, recording what it is asked; with ``write_values``, its
+    passes attach new weights (offset by 100 where kept, to be told apart) when asked."""
 
-    calls = []
+    def __init__(self, write_values: bool = False) -> None:
+        self.asked: list[bool] = []
+        self.writes: list[int] = []
+        self.write_values = write_values
 
-    def writer(writes):
-        calls.append(len(writes))
-        for handle, mask, _ in writes:
-            handle.set_mask(mask)
+    def passes(self, sources, masks, *, values=False):
+        self.asked.append(values)
+        inner = ArrayAPIPasses(sources, masks)
+        if values and self.write_values:
+            plain = inner.masks
 
-    monkeypatch.setattr(commit, "_NATIVE_WRITERS", [])
-    commit.register_native_writer(lambda mask: mask.shape == (10,), writer)
+            def masks_with_values(t, cuts):
+                return [
+                    (m, None if m is None else np.where(m, 100.0 + src.weight, 0.0))
+                    for (m, _), src in zip(plain(t, cuts), sources, strict=True)
+                ]
+
+            inner.masks = masks_with_values
+        return inner
+
+    def write(self, writes):
+        self.writes.append(len(writes))
+        super().write(writes)
+
+
+def _use(monkeypatch, recording: _Recording) -> _Recording:
+    import lotto_core.backend as backend_module
+    import lotto_core.groups as groups_module
+
+    for module in (backend_module, groups_module):
+        monkeypatch.setattr(module, "backend_for", lambda array: recording)
+    return recording
+
+
+def test_a_backend_writes_a_groups_new_masks_in_one_call(monkeypatch):
+    recording = _use(monkeypatch, _Recording())
     layers = [ArrayLayer({"w": np.arange(10.0)}), ArrayLayer({"w": -np.arange(10.0)})]
     MagnitudePruneGroup(layers, 0.5).prune()
-    assert calls == [2]
+    assert recording.writes == [2]
     assert int(sum(np.sum(layer.params["w"].mask) for layer in layers)) == 10
-    MagnitudePruneGroup([ArrayLayer({"w": np.arange(12.0)})], 0.5).prune()  # not accepted: handle by handle
-    assert calls == [2]
-
-
-def _recording_planner(monkeypatch, asked: list[bool], write_values: bool) -> None:
-    """A native planner for NumPy masks: the portable cuts, each with the new weight
-    (pruned entries zeroed) when asked and ``write_values``; records what it was asked."""
-    from dataclasses import replace
-
-    import lotto_core.selection as selection
-
-    def planner(sources, masks, p, values):
-        asked.append(values)
-        cuts = selection.plan_cuts_portable(sources, masks, p)
-        if not (values and write_values):
-            return cuts
-        out = []
-        for source, mask, cut in zip(sources, masks, cuts, strict=True):
-            new_mask = selection.apply_cut(np, source, mask, cut)
-            out.append(replace(cut, values=np.where(new_mask, 100.0 + source.weight, 0.0)))
-        return out
-
-    monkeypatch.setattr(selection, "_NATIVE_PLANNERS", [])
-    selection.register_native_planner(lambda mask: isinstance(mask, np.ndarray), planner)
 
 
 def test_only_a_round_written_right_after_its_plan_asks_for_new_weights(monkeypatch):
     from lotto_core import Pruner
 
-    asked: list[bool] = []
-    _recording_planner(monkeypatch, asked, write_values=False)
+    asked = _use(monkeypatch, _Recording()).asked
     layers = [ArrayLayer({"w": np.arange(1.0, 11.0)}) for _ in range(3)]
     MagnitudePruneGroup(layers[:1], 0.5).prune()
     Pruner([MagnitudePruneGroup(layers[1:2], 0.5)]).prune()
@@ -140,13 +145,10 @@ def test_only_a_round_written_right_after_its_plan_asks_for_new_weights(monkeypa
     np.testing.assert_array_equal(layers[0]["w"], [0, 0, 0, 0, 0, 6, 7, 8, 9, 10])
 
 
-def test_new_weights_from_the_planner_are_stored_with_their_masks(monkeypatch):
-    import lotto_core.commit as commit
-
-    _recording_planner(monkeypatch, [], write_values=True)
-    monkeypatch.setattr(commit, "_NATIVE_WRITERS", [])
+def test_new_weights_from_the_passes_are_stored_with_their_masks(monkeypatch):
+    _use(monkeypatch, _Recording(write_values=True))
     layer = ArrayLayer({"w": np.arange(1.0, 11.0)})
     MagnitudePruneGroup([layer], 0.3).prune()
-    # the planner's weights (offset by 100 where kept, so they are told apart) are stored as written
+    # the passes' weights (offset by 100 where kept, so they are told apart) are stored as written
     np.testing.assert_array_equal(layer["w"], [0, 0, 0, 104, 105, 106, 107, 108, 109, 110])
     np.testing.assert_array_equal(layer.params["w"].mask, np.arange(10) >= 3)

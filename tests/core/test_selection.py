@@ -1,5 +1,7 @@
 """Exact global selection on every namespace: the worked example of the seed library,
-properties against a sorted reference, and every path of the counting algorithm."""
+properties against a sorted reference, and every path of the search through every
+backend's passes (the Array API passes on every namespace, the host kernels on torch
+and JAX arrays, the XLA passes on JAX arrays), each against the same NumPy reference."""
 
 from __future__ import annotations
 
@@ -9,11 +11,41 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import lotto_core.selection as selection
+import lotto_core.passes as passes
+import lotto_core.search as search
 from lotto_core import MagnitudePruneGroup, prune_count
-from lotto_core.selection import kth_smallest
+from lotto_core.backend import ArrayAPIBackend, Backend, backend_for, plan_cuts
+from lotto_core.passes import kth_smallest
+from lotto_core.scores import MagnitudeScores
 
 from .helpers import assert_on, host, layers_of, masks, reference_prune, values
+
+
+def engines(xp, path: str = "default") -> list[Backend]:
+    """Every backend whose passes take ``xp``'s arrays, each named explicitly. (On JAX
+    the Array API passes compile every op anew for each band size: one path suffices
+    there, as every path runs on the other namespaces.)"""
+    out: list[Backend] = [ArrayAPIBackend()] if path == "default" or xp.__name__ != "jax.numpy" else []
+    if xp.__name__.endswith("torch"):
+        from lotto_backends.torch._backend import TorchBackend
+
+        out.append(TorchBackend())
+    elif xp.__name__ == "jax.numpy":
+        from lotto_backends.jax._backend import JaxBackend
+
+        out += [JaxBackend(), JaxBackend(host=False)]
+    return out
+
+
+def prune_through(engine: Backend, layers, p: float) -> None:
+    """One round of ``MagnitudePruneGroup(layers, p)``, its cuts planned by ``engine``."""
+    params = [layer.params["w"] for layer in layers]
+    cuts = plan_cuts([MagnitudeScores(q.value) for q in params], [q.mask for q in params], p, backend=engine)
+    for q, cut in zip(params, cuts, strict=True):
+        if cut.everything:
+            q.set_mask(q.mask & False)
+        elif cut.pruned:
+            q.set_mask(cut.mask)
 
 
 def _seed_example() -> tuple[np.ndarray, np.ndarray]:
@@ -109,43 +141,59 @@ def test_kept_zeros_go_first(xp, device):
 
 @pytest.fixture(params=["default", "tiny-sample", "zero-margin", "tiny-band", "small-chunks"])
 def selection_path(request, monkeypatch):
-    """Shrink the algorithm's constants so that moderate arrays take every path:
-    sampling, widening a missed bracket, bisection, the recursive order statistic, and
-    parameters walked in several chunks."""
+    """Shrink the search's constants so that moderate arrays take every path:
+    sampling, widening a missed bracket, narrowing by counting, the recursive order
+    statistic, and parameters walked in several chunks."""
+    from lotto_backends._host import pool
+
     if request.param == "tiny-sample":
-        monkeypatch.setattr(selection, "_SAMPLE_SIZE", 64)
-        monkeypatch.setattr(selection, "_SORT_SIZE", 16)
+        monkeypatch.setattr(search, "SAMPLE_SIZE", 64)
+        monkeypatch.setattr(passes, "SORT_SIZE", 16)
     elif request.param == "zero-margin":
-        monkeypatch.setattr(selection, "_SAMPLE_SIZE", 256)
-        monkeypatch.setattr(selection, "_STD_MARGIN", 0.0)
+        monkeypatch.setattr(search, "SAMPLE_SIZE", 256)
+        monkeypatch.setattr(search, "STD_MARGIN", 0.0)
+        monkeypatch.setattr(search, "SPAN", 0.0)
     elif request.param == "tiny-band":
-        monkeypatch.setattr(selection, "_MIN_BAND", 4)
-        monkeypatch.setattr(selection, "_SAMPLE_SIZE", 128)
-        monkeypatch.setattr(selection, "_CHUNK", 97)
+        monkeypatch.setattr(search, "MIN_BAND", 4)
+        monkeypatch.setattr(search, "SAMPLE_SIZE", 128)
+        monkeypatch.setattr(passes, "CHUNK", 97)
+        monkeypatch.setattr(pool, "CHUNK", 97)
     elif request.param == "small-chunks":
-        monkeypatch.setattr(selection, "_CHUNK", 64)
+        monkeypatch.setattr(passes, "CHUNK", 64)
+        monkeypatch.setattr(pool, "CHUNK", 64)
     return request.param
 
 
-@pytest.mark.parametrize("kind", ["normal", "ties", "structured"])
-def test_every_path_of_the_algorithm_is_exact(xp, device, selection_path, kind):
+@pytest.mark.parametrize("kind", ["normal", "ties", "structured", "masked"])
+def test_every_path_of_every_backend_is_exact(xp, device, selection_path, kind):
     rng = np.random.default_rng(3)
     shapes = [(40, 50), (3, 7, 11), (300,)]
-    if kind == "normal":
+    if kind in ("normal", "masked"):
         weights = [rng.standard_normal(s) for s in shapes]
     elif kind == "ties":
         weights = [rng.integers(-3, 4, s).astype(float) for s in shapes]
     else:  # sorted magnitudes: a strided sample sees a skewed picture
         weights = [np.sort(np.abs(rng.standard_normal(s)).ravel()).reshape(s) for s in shapes]
-    layers = layers_of(xp, device, weights)
-    group = MagnitudePruneGroup(layers, 0.3)
-    kept = [np.ones(s, dtype=bool) for s in shapes]
-    for _ in range(3):
-        expected = reference_prune(values(layers), kept, 0.3)
-        group.prune()
-        kept = masks(layers)
-        for g, e in zip(kept, expected, strict=True):
-            np.testing.assert_array_equal(g, e)
+    for engine in engines(xp, selection_path):
+        layers = layers_of(xp, device, weights)
+        kept = [np.ones(s, dtype=bool) if kind != "masked" else rng.random(s) < 0.7 for s in shapes]
+        if kind == "masked":
+            for layer, k in zip(layers, kept, strict=True):
+                layer.params["w"].set_mask(xp.asarray(k, device=device))
+        for _ in range(3):
+            expected = reference_prune(values(layers), kept, 0.3)
+            prune_through(engine, layers, 0.3)
+            kept = masks(layers)
+            for g, e in zip(kept, expected, strict=True):
+                np.testing.assert_array_equal(g, e, err_msg=repr(engine))
+            for layer in layers:
+                assert_on(layer.params["w"].mask, xp, device)
+
+
+def test_the_backend_is_chosen_by_the_arrays_alone(xp, device):
+    layer = layers_of(xp, device, [np.arange(4.0)])[0]
+    expected = "torch" if "torch" in xp.__name__ else "jax" if xp.__name__ == "jax.numpy" else "array-api"
+    assert backend_for(layer.params["w"].mask).name == expected
 
 
 def test_nan_weights_are_never_pruned(xp, device):
@@ -172,7 +220,7 @@ def test_too_few_comparable_scores_is_an_error(xp, device):
     data=st.data(),
 )
 def test_kth_smallest_matches_sorting(xp, device, monkeypatch, x, data):
-    monkeypatch.setattr(selection, "_SORT_SIZE", 32)
+    monkeypatch.setattr(passes, "SORT_SIZE", 32)
     k = data.draw(st.integers(0, x.size - 1))
     arr = xp.asarray(x, dtype=xp.float32, device=device)
     assert kth_smallest(xp, arr, k) == float(np.sort(x)[k])
@@ -186,20 +234,3 @@ def test_float64_weights_are_selected_in_float64(xp, device):
     MagnitudePruneGroup(layers, 0.5).prune()
     assert masks(layers)[0].tolist() == [False, True, False, True]
     assert host(layers[0].params["w"].value).dtype == np.float64
-
-
-def test_a_native_planner_takes_the_groups_it_accepts(monkeypatch):
-    calls = []
-
-    def planner(sources, masks, p, values):
-        calls.append(len(masks))
-        return selection.plan_cuts_portable(sources, masks, p)
-
-    monkeypatch.setattr(selection, "_NATIVE_PLANNERS", [])
-    selection.register_native_planner(lambda mask: mask.shape == (10,), planner)
-    accepted = layers_of(np, None, [np.arange(10.0)])
-    MagnitudePruneGroup(accepted, 0.3).prune()
-    assert calls == [1]
-    assert int(np.sum(accepted[0].params["w"].mask)) == 7
-    MagnitudePruneGroup(layers_of(np, None, [np.arange(12.0)]), 0.3).prune()  # not accepted: portable
-    assert calls == [1]

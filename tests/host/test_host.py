@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from lotto_backends._host import buffers
-from lotto_backends._host.search import FORMATS, HostParam, select
+from lotto_backends._host.passes import HostParam, HostPasses
 from lotto_core import MagnitudePruneGroup
 from lotto_core.array_layer import ArrayLayer
+from lotto_core.keys import FORMATS
+from lotto_core.search import select
 
 NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
 
@@ -56,7 +58,7 @@ def test_selection_on_numpy_views_equals_the_core() -> None:
         layer.params["w"].set_mask(mask)
     MagnitudePruneGroup(layers, 0.3).prune()
     params = [HostParam(w.reshape(-1).view(np.int32), m.reshape(-1)) for w, m in zip(weights, masks, strict=True)]
-    for cut, layer in zip(select(params, FORMATS["float32"], 0.3, threads=2), layers, strict=True):
+    for cut, layer in zip(select(HostPasses(params, FORMATS["float32"], threads=2), 0.3), layers, strict=True):
         np.testing.assert_array_equal(cut.mask, layer.params["w"].mask.reshape(-1))
 
 
@@ -119,9 +121,12 @@ def test_no_framework_is_loaded() -> None:
         """
         import sys
         import numpy as np
-        from lotto_backends._host.search import FORMATS, HostParam, select
+        from lotto_backends._host.passes import HostParam, HostPasses
+        from lotto_core.keys import FORMATS
+        from lotto_core.search import select
         keys = np.random.default_rng(0).standard_normal(1000).astype(np.float32).view(np.int32)
-        cuts = select([HostParam(keys, np.ones(1000, dtype=bool))], FORMATS["float32"], 0.5, threads=2)
+        passes = HostPasses([HostParam(keys, np.ones(1000, dtype=bool))], FORMATS["float32"], threads=2)
+        cuts = select(passes, 0.5)
         print(int(cuts[0].mask.sum()), sorted(m for m in ("torch", "jax", "flax") if m in sys.modules))
         """
     )
@@ -135,11 +140,14 @@ def test_the_pool_works_in_a_forked_child() -> None:
         import os
         import numpy as np
         from lotto_backends._host import buffers, pool
-        from lotto_backends._host.search import FORMATS, HostParam, select
+        from lotto_backends._host.passes import HostParam, HostPasses
+        from lotto_core.keys import FORMATS
+        from lotto_core.search import select
         keys = np.random.default_rng(0).standard_normal(5000).astype(np.float32).view(np.int32)
         pool.CHUNK = 100
         def kept():
-            cuts = select([HostParam(keys, np.ones(5000, dtype=bool))], FORMATS["float32"], 0.2, threads=2)
+            passes = HostPasses([HostParam(keys, np.ones(5000, dtype=bool))], FORMATS["float32"], threads=2)
+            cuts = select(passes, 0.2)
             return int(cuts[0].mask.sum())
         print(kept())
         pid = os.fork()

@@ -1,14 +1,13 @@
-"""The JAX selection against the core's, on both of its paths: the host kernels for
-arrays that live whole on one CPU device, and the jit-compiled counting passes (forced
-here by hiding numba; they also serve sharded arrays and accelerators). Exactness in
-every path of each search, with their constants shrunk; the writer on both paths."""
+"""The JAX backend against the Array API passes, on both of its kinds of passes: the
+host kernels for arrays that live whole on one CPU device, and the jit-compiled XLA
+passes (forced here by hiding numba; they also serve sharded arrays and accelerators).
+Exactness in every path of the search, with its constants shrunk; the writer on both."""
 
 from __future__ import annotations
 
 import math
 import re
 
-import array_api_compat.numpy as np_xp
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,14 +16,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lotto_backends._host.pool as pool
-import lotto_backends._host.search as host_search
-import lotto_backends.jax._select as select_module
-from lotto_backends.jax._select import plan_cuts
+import lotto_core.search as search
+from lotto_backends._host.passes import HostPasses
+from lotto_backends.jax._backend import JaxBackend
+from lotto_backends.jax._passes import XLAPasses
 from lotto_backends.jax._write import zero_pruned
 from lotto_core import ArrayLayer, MagnitudePruneGroup, RandomPruneGroup
+from lotto_core.backend import ArrayAPIBackend
+from lotto_core.backend import plan_cuts as core_plan
 from lotto_core.scores import MagnitudeScores
-from lotto_core.selection import apply_cut
-from lotto_core.selection import plan_cuts_portable as core_plan_cuts
+from lotto_core.search import Cut
 
 SHAPES = [(4, 6), (9,), (2, 3, 5)]
 PATHS = ["host", "xla"]
@@ -38,10 +39,24 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     return str(request.param)
 
 
+def plan_cuts(sources: list, masks: list, p: float, values: bool = False) -> list[Cut]:
+    return core_plan(sources, masks, p, backend=JaxBackend(), values=values)
+
+
+def core_plan_cuts(sources: list, masks: list, p: float) -> list[Cut]:
+    return core_plan(sources, masks, p, backend=ArrayAPIBackend())
+
+
+def _new_mask(mask: np.ndarray, cut: Cut) -> np.ndarray:
+    if cut.everything:
+        return np.zeros_like(mask)
+    return mask if cut.mask is None else np.asarray(cut.mask)
+
+
 def _spy(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[int]:
     runs: list[int] = []
-    run = cls.run
-    monkeypatch.setattr(cls, "run", lambda self: runs.append(1) or run(self))
+    kept = cls.kept
+    monkeypatch.setattr(cls, "kept", lambda self: runs.append(1) or kept(self))
     return runs
 
 
@@ -76,9 +91,8 @@ def _same_as_core(values: list[np.ndarray], masks: list[np.ndarray], p: float) -
     got = plan_cuts([MagnitudeScores(a) for a in arrays], [jnp.asarray(m) for m in masks], p, values=True)
     assert got == want  # threshold, ties, tied, pruned, everything
     for v, a, m, g, w in zip(values, arrays, masks, got, want, strict=True):
-        expected = apply_cut(np_xp, MagnitudeScores(v), m, w)
-        actual = np.asarray(g.mask) if g.mask is not None else (np.zeros_like(m) if g.everything else m)
-        np.testing.assert_array_equal(actual, expected)
+        expected = _new_mask(m, w)
+        np.testing.assert_array_equal(_new_mask(m, g), expected)
         if g.values is not None:  # the new weight the host kernels wrote: bit for bit, pruned entries +0.0
             assert (g.values.shape, g.values.dtype, g.values.sharding) == (a.shape, a.dtype, a.sharding)
             np.testing.assert_array_equal(
@@ -95,12 +109,11 @@ def test_selection_matches_the_core(path: str, case: tuple[list[np.ndarray], lis
 def test_selection_matches_the_core_with_many_passes(
     path: str, monkeypatch: pytest.MonkeyPatch, case: tuple[list[np.ndarray], list[np.ndarray], float]
 ) -> None:
-    # xla: a one-value sample places no useful pivot, so every pass after the first
-    # splits keys; host: chunks of 5 on threads, a band budget of 2, a sample of 4
-    monkeypatch.setattr(select_module, "_SAMPLE_SIZE", 1)
+    # a sample of every entry in a size-1 "sample": xla places few useful pivots, so most
+    # passes after the first split keys evenly; host: chunks of 5 on threads, a band budget of 2
+    monkeypatch.setattr(search, "SAMPLE_SIZE", 1)
     monkeypatch.setattr(pool, "CHUNK", 5)
-    monkeypatch.setattr(host_search, "_MIN_BAND", 2)
-    monkeypatch.setattr(host_search, "_SAMPLE_SIZE", 4)
+    monkeypatch.setattr(search, "MIN_BAND", 2)
     _same_as_core(*case)
 
 
@@ -132,8 +145,7 @@ def test_ties_split_inside_a_parameter_and_across_parameters(path: str) -> None:
 def test_pivots_never_subnormal(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # the threshold is 0 and the bracket closes in on it from below: a subnormal pivot
     # would count like 0 under XLA and end the search on a negative subnormal threshold
-    monkeypatch.setattr(select_module, "_SAMPLE_SIZE", 1)
-    monkeypatch.setattr(host_search, "_SAMPLE_SIZE", 1)
+    monkeypatch.setattr(search, "SAMPLE_SIZE", 1)
     v = np.asarray([0.0, 0.0, 0.0, 1.0, 2.0, 3.0], np.float32)
     for p in (0.3, 0.5):
         _same_as_core([v], [np.ones(6, bool)], p)
@@ -161,7 +173,7 @@ def test_half_precision_subnormals_are_normal_scores(path: str) -> None:
 def test_the_core_groups_select_jax_arrays_natively(
     path: str, monkeypatch: pytest.MonkeyPatch, group_type: type
 ) -> None:
-    host_runs, xla_runs = _spy(monkeypatch, host_search._Search), _spy(monkeypatch, select_module._Search)
+    host_runs, xla_runs = _spy(monkeypatch, HostPasses), _spy(monkeypatch, XLAPasses)
     rng = np.random.default_rng(3)
     kernels = [np.round(rng.standard_normal((6, 7)) * 4) / 4, rng.standard_normal((3, 4, 5))]
     portable = [ArrayLayer({"w": k.astype(np.float32)}) for k in kernels]

@@ -142,12 +142,12 @@ def test_same_masks_as_torch_over_several_rounds() -> None:
 
 
 def test_a_round_writes_each_groups_weights_in_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lotto_backends.jax import _write
+    from lotto_backends.jax import _backend
 
     calls = []
-    zero_pruned = _write.zero_pruned
+    zero_pruned = _backend.zero_pruned
     monkeypatch.setattr(
-        _write, "zero_pruned", lambda values, masks: calls.append(len(values)) or zero_pruned(values, masks)
+        _backend, "zero_pruned", lambda values, masks: calls.append(len(values)) or zero_pruned(values, masks)
     )
     model = _Net(nnx.Rngs(0))
     Pruner([MagnitudePruneGroup(_layers(model)[:2], 0.5), MagnitudePruneGroup(_layers(model)[2:], 0.2)]).prune()

@@ -63,11 +63,11 @@ def _main() -> None:
     from jax.sharding import PartitionSpec as P
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    import lotto_backends.jax._select as select
+    import lotto_core.search as search
     from lotto_backends.jax import pytree
     from tests.jax_sharded.shared import mesh, sharded_params
 
-    select._SAMPLE_SIZE = 16  # the sample is gathered: keep it far smaller than any leaf
+    search.SAMPLE_SIZE = 16  # the sample is gathered: keep it far smaller than any leaf
     m = mesh()
     params = sharded_params(m)
     masks = pytree.init_masks(params)

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 import pytest
 
-import lotto_backends.jax._select as select_module
+import lotto_core.search as search_module
 from lotto_backends.jax import pytree
 from lotto_core import ArrayLayer, LayerwiseMagnitudePruneGroup, MagnitudePruneGroup, RandomPruneGroup
 
@@ -113,7 +113,7 @@ def test_only_counts_and_sample_values_reach_the_host(monkeypatch: pytest.Monkey
     params = sharded_params(m)
     masks = pytree.init_masks(params)
     jax.block_until_ready((params, masks))
-    monkeypatch.setattr(select_module, "_SAMPLE_SIZE", 16)
+    monkeypatch.setattr(search_module, "SAMPLE_SIZE", 16)
     reads: list[tuple[str, int]] = []
     cls = type(params["a"]["kernel"])
     for name in ("__array__", "__int__", "__float__", "__index__", "__bool__", "item", "tolist"):
@@ -126,7 +126,7 @@ def test_only_counts_and_sample_values_reach_the_host(monkeypatch: pytest.Monkey
         monkeypatch.setattr(cls, name, watched)
     pytree.prune(params, masks, GROUPS, round_index=0)
     assert reads, "the watch saw nothing: it would miss a gather too"
-    assert max(size for _, size in reads) <= 16, sorted(set(reads))
+    assert max(size for _, size in reads) <= 2 * 16, sorted(set(reads))  # a strided sample: about 16 per group
 
 
 def test_no_collective_moves_a_weight(tmp_path: Path) -> None:

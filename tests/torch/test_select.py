@@ -1,15 +1,13 @@
-"""The CPU selection with fused numba kernels: exactly the core's cuts and masks in
-every path (one pass, bracket misses, a band too wide, a threshold tied across
-parameters), every float dtype, the fallbacks to the portable selection, and the fused
-zeroing."""
+"""The torch backend's host passes: exactly the Array API passes' cuts and masks in
+every path of the core's search (one pass, bracket misses, a band too wide, a threshold
+tied across parameters), every float dtype, the groups it leaves to the Array API
+passes, and the fused zeroing."""
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import replace
 
-import array_api_compat.torch as torch_xp
 import numpy as np
 import pytest
 import torch
@@ -17,13 +15,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lotto_backends._host.pool as pool
-import lotto_backends._host.search as search_module
 import lotto_backends.torch._cpu as torch_cpu
+import lotto_core.search as search_module
+from lotto_backends._host.passes import HostPasses, host_group
 from lotto_backends.torch import PrunableLinear
-from lotto_backends.torch._select import plan_cuts
+from lotto_backends.torch._backend import TorchBackend
 from lotto_core import ArrayLayer, MagnitudePruneGroup, Pruner, RandomPruneGroup
+from lotto_core.backend import ArrayAPIBackend
+from lotto_core.backend import plan_cuts as core_plan_cuts
 from lotto_core.scores import MagnitudeScores, RandomScores
-from lotto_core.selection import apply_cut, plan_cuts_portable
+from lotto_core.search import Cut
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 SHAPES = [(4, 6), (9,), (2, 3, 5)]
@@ -48,6 +49,21 @@ def groups(draw: st.DrawFn) -> tuple[list[torch.Tensor], list[torch.Tensor], flo
     return weights, masks, draw(st.sampled_from([0.0, 0.07, 0.2, 0.5, 0.9]))
 
 
+def plan_cuts(sources: list, masks: list[torch.Tensor], p: float) -> list[Cut]:
+    return core_plan_cuts(sources, masks, p, backend=TorchBackend())
+
+
+def plan_cuts_portable(sources: list, masks: list[torch.Tensor], p: float) -> list[Cut]:
+    return core_plan_cuts(sources, masks, p, backend=ArrayAPIBackend())
+
+
+def apply_cut(mask: torch.Tensor, cut: Cut) -> torch.Tensor:
+    """The new mask after ``cut``."""
+    if cut.everything:
+        return torch.zeros_like(mask)
+    return mask if cut.mask is None else cut.mask.reshape(mask.shape)
+
+
 def _sources(weights: list[torch.Tensor]) -> list[MagnitudeScores]:
     return [MagnitudeScores(w) for w in weights]
 
@@ -63,16 +79,15 @@ def assert_same_as_portable(weights: list[torch.Tensor], masks: list[torch.Tenso
         return
     got = plan_cuts(_sources(weights), masks, p)
     assert got == want  # threshold, ties, tied, pruned, everything
-    for w, m, g, c in zip(weights, masks, got, want, strict=True):
-        expected = apply_cut(torch_xp, MagnitudeScores(w), m, c)
-        assert torch.equal(apply_cut(torch_xp, MagnitudeScores(w), m, g), expected)
+    for m, g, c in zip(masks, got, want, strict=True):
+        assert torch.equal(apply_cut(m, g), apply_cut(m, c))
     for now, then in zip([*weights, *masks], [*before[0], *before[1]], strict=True):  # planning writes nothing
         assert torch.equal(now.view(torch.uint8), then.view(torch.uint8))
 
 
 @given(case=groups())
 def test_selection_matches_the_core(case: tuple[list[torch.Tensor], list[torch.Tensor], float]) -> None:
-    covered = search_module.host_group(_sources(case[0]), case[1], torch_cpu.weight_keys, torch_cpu.bool_view)
+    covered = host_group(_sources(case[0]), case[1], torch_cpu.weight_keys, torch_cpu.bool_view)
     assert covered is not None  # the kernels take it
     assert_same_as_portable(*case)
 
@@ -83,28 +98,28 @@ def test_selection_matches_the_core_in_small_chunks_and_bands(
 ) -> None:
     # chunks of 5 entries, a band budget of 2 and a sample of 4: every path runs, on threads
     monkeypatch.setattr(pool, "CHUNK", 5)
-    monkeypatch.setattr(search_module, "_MIN_BAND", 2)
-    monkeypatch.setattr(search_module, "_SAMPLE_SIZE", 4)
+    monkeypatch.setattr(search_module, "MIN_BAND", 2)
+    monkeypatch.setattr(search_module, "SAMPLE_SIZE", 4)
     assert_same_as_portable(*case)
 
 
-def _spy(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+def _spy(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> list[int]:
     calls: list[int] = []
-    method = getattr(search_module._Search, name)
+    method = getattr(owner, name)
 
     def spied(self, *args):  # type: ignore[no-untyped-def]
         calls.append(1)
         return method(self, *args)
 
-    monkeypatch.setattr(search_module._Search, name, spied)
+    monkeypatch.setattr(owner, name, spied)
     return calls
 
 
 def test_a_threshold_tied_across_parameters_is_cut_in_c_order(monkeypatch: pytest.MonkeyPatch) -> None:
     # 0.5 is tied 32 times over two parameters: no band fits, so the bracket is
-    # bisected down to the single key and the ties are split by one pass per parameter
-    monkeypatch.setattr(search_module, "_MIN_BAND", 4)
-    at_one_key = _spy(monkeypatch, "cuts_at")
+    # narrowed down to the single key and the ties are split by one pass per parameter
+    monkeypatch.setattr(search_module, "MIN_BAND", 4)
+    at_one_key = _spy(monkeypatch, search_module._Search, "pin")
     a = torch.full((4, 6), 0.5)
     a[0, 0] = 0.25
     b = torch.full((9,), -0.5)
@@ -129,8 +144,9 @@ def test_a_sample_that_misses_the_threshold_costs_a_pass_not_exactness(
         "far below": (keys[5], keys[10]),
         "just below": (keys[k - 10], keys[k - 2]),
     }[miss]
-    monkeypatch.setattr(search_module._Search, "bracket", lambda self: tuple(np.int32(k) for k in wrong))
-    passes = _spy(monkeypatch, "split")
+    split = search_module._Search.split
+    monkeypatch.setattr(search_module._Search, "split", lambda self, passes, lo, hi: split(self, passes, *wrong))
+    passes = _spy(monkeypatch, HostPasses, "split")
     assert_same_as_portable(weights, [torch.ones(300, dtype=torch.bool)] * 3, 0.3)
     assert len(passes) == 2
 
@@ -144,7 +160,7 @@ def test_only_comparable_scores_are_pruned() -> None:
 def test_large_gaussian_group_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     # the benchmark's case at a smaller size: several chunks per parameter, one pass
     monkeypatch.setattr(pool, "CHUNK", 1 << 14)
-    passes = _spy(monkeypatch, "split")
+    passes = _spy(monkeypatch, HostPasses, "split")
     gen = torch.Generator().manual_seed(0)
     weights = [torch.randn(256, 512, generator=gen) for _ in range(3)]
     masks = [torch.rand(256, 512, generator=gen) < 0.8 for _ in range(3)]
@@ -160,7 +176,7 @@ def test_random_scores_select_like_the_portable_selection() -> None:
     got = plan_cuts([RandomScores(w, (3, 1, i)) for i, w in enumerate(weights)], masks, 0.35)
     assert got == want
     for g, w, m in zip(got, want, masks, strict=True):
-        assert torch.equal(g.mask, apply_cut(torch_xp, RandomScores(torch.zeros(0), (0,)), m, w))
+        assert torch.equal(apply_cut(m, g), apply_cut(m, w))
 
 
 def test_one_thread_gives_the_same_masks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,7 +199,7 @@ def test_one_thread_gives_the_same_masks(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_the_core_groups_select_cpu_tensors_with_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    runs = _spy(monkeypatch, "run")
+    runs = _spy(monkeypatch, HostPasses, "kept")
     gen = torch.Generator().manual_seed(1)
     weights = [torch.randn(20, 30, generator=gen), torch.randn(7, 5, generator=gen)]
     portable = [ArrayLayer({"w": w.numpy().copy()}) for w in weights]
@@ -210,7 +226,7 @@ def test_the_core_groups_select_cpu_tensors_with_the_kernels(monkeypatch: pytest
     ["numba missing", "mixed dtypes", "another score source"],
 )
 def test_groups_outside_the_kernels_take_the_portable_selection(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
-    runs = _spy(monkeypatch, "run")
+    runs = _spy(monkeypatch, HostPasses, "kept")
     weights = [torch.randn(12, 10), torch.randn(15)]
     sources: list = _sources(weights)
     if case == "numba missing":
@@ -232,7 +248,7 @@ def test_groups_outside_the_kernels_take_the_portable_selection(monkeypatch: pyt
 
 
 def test_weights_of_another_layout_take_the_kernels_with_the_same_cuts(monkeypatch: pytest.MonkeyPatch) -> None:
-    runs = _spy(monkeypatch, "run")
+    runs = _spy(monkeypatch, HostPasses, "kept")
     torch.manual_seed(0)
     weights = [torch.randn(10, 12).T, torch.randn(4, 3, 5, 5).to(memory_format=torch.channels_last)]
     weights[1][0, 0] = 0.0  # ties at zero: broken in C order, whatever the memory layout
@@ -241,12 +257,10 @@ def test_weights_of_another_layout_take_the_kernels_with_the_same_cuts(monkeypat
     assert runs
     contiguous = [w.contiguous() for w in weights]
     assert got == plan_cuts_portable(_sources(contiguous), [m.clone() for m in masks], 0.4)
-    for cut, w in zip(got, weights, strict=True):
+    want = plan_cuts_portable(_sources(contiguous), [m.clone() for m in masks], 0.4)
+    for cut, expected, m in zip(got, want, masks, strict=True):
         assert cut.mask is not None
-        expected = apply_cut(
-            torch_xp, MagnitudeScores(w.contiguous()), torch.ones(w.shape, dtype=torch.bool), replace(cut, mask=None)
-        )
-        assert torch.equal(cut.mask.reshape(w.shape), expected)
+        assert torch.equal(apply_cut(m, cut), apply_cut(m, expected))
 
 
 def test_a_channels_last_weight_is_zeroed_in_place_in_memory_order() -> None:
@@ -298,3 +312,25 @@ def test_random_group_on_cpu_tensors_matches_numpy() -> None:
             group.prune()
     for a, b in zip(numpy_layers, torch_layers, strict=True):
         assert np.array_equal(a.params["w"].mask, b.params["w"].mask.numpy())
+
+
+def test_the_backend_does_not_depend_on_what_was_imported() -> None:
+    # a fresh process that never imports lotto_backends: torch tensors still take the
+    # torch backend (loaded on first sight of a tensor), with the masks of this process
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from lotto_core import ArrayLayer, MagnitudePruneGroup\n"
+        "w = torch.randn(300, 200, generator=torch.Generator().manual_seed(4))\n"
+        "layer = ArrayLayer({'w': w})\n"
+        "MagnitudePruneGroup([layer], 0.3).prune()\n"
+        "from lotto_core.backend import backend_for\n"
+        "print(backend_for(w).name, int(layer.params['w'].mask.flatten().nonzero()[:5].sum()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    w = torch.randn(300, 200, generator=torch.Generator().manual_seed(4))
+    layer = ArrayLayer({"w": w})
+    MagnitudePruneGroup([layer], 0.3).prune()
+    assert out.stdout.split() == ["torch", str(int(layer.params["w"].mask.flatten().nonzero()[:5].sum()))]

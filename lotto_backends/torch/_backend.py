@@ -1,0 +1,61 @@
+"""The torch backend: the core's selection and writes on torch tensors.
+
+torch's eager CPU ops run one kernel per operation, each writing a temporary: in the
+Array API passes a comparison to bool costs two to three elementwise float passes and
+``nonzero`` thirty. A group of CPU tensors therefore runs the search over zero-copy
+NumPy views of their memory in the host kernels (``lotto_backends._host``), on torch's
+threads. Groups they do not cover (CUDA tensors, score sources other than the core's
+magnitudes and random scores, mixed dtypes, no numba) take the Array API passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from lotto_backends._host.passes import HostPasses, Written, host_group
+from lotto_core.backend import Backend, TakesMaskedValue, Write
+from lotto_core.passes import ArrayAPIPasses
+from lotto_core.scores import ScoreSource
+from lotto_core.search import Passes
+
+from . import _cpu
+
+__all__ = ["TorchBackend"]
+
+
+class TorchBackend(Backend):
+    """Host kernels for CPU tensors, the Array API passes for the rest; weights zeroed
+    in place."""
+
+    name = "torch"
+
+    def __init__(self, *, host: bool = True) -> None:
+        self.host = host
+
+    def passes(self, sources: Sequence[ScoreSource], masks: Sequence[Any], *, values: bool = False) -> Passes:
+        group = host_group(sources, masks, _cpu.weight_keys, _cpu.bool_view) if self.host else None
+        if group is None:
+            return ArrayAPIPasses(sources, masks)
+        shapes = [tuple(m.shape) for m in masks]
+
+        def wrap(written: Written) -> list[tuple[Any, Any]]:
+            return [
+                (None if m is None else torch.from_numpy(m).reshape(shape), None)
+                for (m, _), shape in zip(written, shapes, strict=True)
+            ]
+
+        return HostPasses(*group, _cpu.threads(), wrap=wrap)
+
+    def write(self, writes: Sequence[Write]) -> None:
+        """Each weight zeroed in place by the kernels where they apply and stored with
+        its mask; every other handle stores its mask itself (the prunable layers'
+        handles zero through the same kernels)."""
+        for handle, mask, _ in writes:
+            value = handle.get_value()
+            if isinstance(handle, TakesMaskedValue) and _cpu.zero_pruned(value, mask):
+                handle.set_masked(mask, value)
+            else:
+                handle.set_mask(mask)

@@ -1,0 +1,123 @@
+"""Backends: what a framework supplies to the core, found by the type of its arrays.
+
+A backend runs the selection's passes over a group's arrays (``lotto_core.search``) and
+writes a planned round. The core's own, ``ArrayAPIBackend``, works on every Array API
+namespace and device. An adapter's backend is loaded the first time one of its
+framework's arrays reaches the core (as einops finds its backends): which code runs
+depends on the arrays alone, never on what has been imported. Loading it imports no
+framework that is not already loaded, since the array handed over is one of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from array_api_compat import is_jax_array, is_torch_array
+
+from ._array_api import Array
+from .passes import ArrayAPIPasses
+from .protocol import ParameterHandle
+from .scores import ScoreSource
+from .search import NOTHING, Cut, Passes, select
+
+__all__ = ["ArrayAPIBackend", "Backend", "TakesMaskedValue", "Write", "backend_for", "plan_cuts"]
+
+Write = tuple[ParameterHandle, Array, Array | None]
+"""``(handle, new mask, new weight or None)``: the weight, pruned entries exactly +0.0,
+where the selection's passes wrote it (``Cut.values``)."""
+
+
+@runtime_checkable
+class TakesMaskedValue(Protocol):
+    """A handle that can store a new mask together with its ready zeroed weight."""
+
+    def set_masked(self, mask: Array, value: Array) -> None:
+        """Store ``mask`` and ``value``, whose pruned entries already read +0.0."""
+        ...
+
+
+class Backend:
+    """The passes and the writer for one kind of array. Subclasses override either."""
+
+    name = "array-api"
+
+    def passes(self, sources: Sequence[ScoreSource], masks: Sequence[Array], *, values: bool = False) -> Passes:
+        """The passes of one selection over a group. ``values``: the round is written
+        right after, so passes that read each weight anyway may write its new value."""
+        return ArrayAPIPasses(sources, masks)
+
+    def write(self, writes: Sequence[Write]) -> None:
+        """Store each new mask, with its new weight where one was written and the
+        handle takes it, else by ``set_mask`` (which zeroes what the mask prunes)."""
+        for handle, mask, value in writes:
+            if value is not None and isinstance(handle, TakesMaskedValue):
+                handle.set_masked(mask, value)
+            else:
+                handle.set_mask(mask)
+
+    def __repr__(self) -> str:
+        return f"<lotto backend {self.name}>"
+
+
+class ArrayAPIBackend(Backend):
+    """The core's backend: the Array API passes, for any namespace and device."""
+
+
+_ADAPTERS = {
+    "torch": ("lotto_backends.torch._backend", "TorchBackend"),
+    "jax": ("lotto_backends.jax._backend", "JaxBackend"),
+}
+
+
+@functools.cache
+def _adapter(framework: str) -> Backend:
+    module, name = _ADAPTERS[framework]
+    backend: Backend = getattr(importlib.import_module(module), name)()
+    return backend
+
+
+def backend_for(array: Array) -> Backend:
+    """The backend of ``array``'s framework: the torch or JAX adapter's for their
+    arrays, the core's ``ArrayAPIBackend`` for every other namespace."""
+    if is_torch_array(array):
+        return _adapter("torch")
+    if is_jax_array(array):
+        return _adapter("jax")
+    return ArrayAPIBackend()
+
+
+def plan_cuts(
+    sources: Sequence[ScoreSource],
+    masks: Sequence[Array],
+    p: float,
+    *,
+    backend: Backend | None = None,
+    values: bool = False,
+) -> list[Cut]:
+    """Decide, without writing anything, which kept entries of a group one round at rate
+    ``p`` prunes: exactly ``prune_count(p, kept)`` of them, with one shared threshold
+    (``lotto_core.search``). Empty parameters are pruned as if they were not there.
+
+    Parameters
+    ----------
+    sources, masks
+        One score source and boolean mask (``True`` = kept) per parameter, in group order.
+    p
+        The rate, in [0, 1).
+    backend
+        Whose passes run: by default the backend of the masks' arrays (``backend_for``).
+    values
+        The round is written right after: passes may attach new weights (``Cut.values``).
+    """
+    live = [i for i, m in enumerate(masks) if math.prod(m.shape) > 0]
+    cuts = [NOTHING] * len(masks)
+    if live:
+        chosen = backend_for(masks[live[0]]) if backend is None else backend
+        passes = chosen.passes([sources[i] for i in live], [masks[i] for i in live], values=values)
+        for i, cut in zip(live, select(passes, p), strict=True):
+            cuts[i] = cut
+    return cuts
