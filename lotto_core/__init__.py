@@ -13,22 +13,35 @@ from .pruner import Pruner
 from .rate import prune_count
 from .report import ParameterSparsity, SparsityReport
 from .sparse import CSRComponents, csr_components, layers_to_scipy, sparse_shape, to_scipy
+from .strategy import ERK, SNIP, Global, Gradual, GraSP, Magnitude, PerLayer, Random, Rate, ScoreFn, Sparsity, Uniform
 
 __all__ = [
+    "ERK",
+    "SNIP",
     "ArrayLayer",
     "ArrayParameter",
     "CSRComponents",
+    "Global",
+    "GraSP",
+    "Gradual",
     "LayerwiseMagnitudePruneGroup",
+    "Magnitude",
     "MagnitudePruneGroup",
     "MaskOverlap",
     "ParameterHandle",
     "ParameterOverlap",
     "ParameterSparsity",
+    "PerLayer",
     "PrunableLayer",
     "PruneGroup",
     "Pruner",
+    "Random",
     "RandomPruneGroup",
+    "Rate",
+    "ScoreFn",
+    "Sparsity",
     "SparsityReport",
+    "Uniform",
     "csr_components",
     "layers_to_scipy",
     "mask_overlap",

@@ -22,7 +22,7 @@ from ._array_api import Array
 from .passes import ArrayAPIPasses
 from .protocol import ParameterHandle
 from .scores import ScoreSource
-from .search import NOTHING, Cut, Passes, select
+from .search import NOTHING, Count, Cut, Passes, select
 
 __all__ = ["ArrayAPIBackend", "Backend", "TakesMaskedValue", "Write", "backend_for", "plan_cuts"]
 
@@ -93,21 +93,22 @@ def backend_for(array: Array) -> Backend:
 def plan_cuts(
     sources: Sequence[ScoreSource],
     masks: Sequence[Array],
-    p: float,
+    amount: float | Count,
     *,
     backend: Backend | None = None,
     values: bool = False,
 ) -> list[Cut]:
-    """Decide, without writing anything, which kept entries of a group one round at rate
-    ``p`` prunes: exactly ``prune_count(p, kept)`` of them, with one shared threshold
-    (``lotto_core.search``). Empty parameters are pruned as if they were not there.
+    """Decide, without writing anything, which kept entries of a group one round prunes,
+    with one shared threshold (``lotto_core.search``): exactly ``prune_count(p, kept)``
+    at a rate ``p``, or ``count(kept, size)``. Empty parameters are pruned as if they
+    were not there.
 
     Parameters
     ----------
     sources, masks
         One score source and boolean mask (``True`` = kept) per parameter, in group order.
-    p
-        The rate, in [0, 1).
+    amount
+        The rate ``p`` in [0, 1), or ``count(kept, size) -> k``.
     backend
         Whose passes run: by default the backend of the masks' arrays (``backend_for``).
     values
@@ -118,6 +119,6 @@ def plan_cuts(
     if live:
         chosen = backend_for(masks[live[0]]) if backend is None else backend
         passes = chosen.passes([sources[i] for i in live], [masks[i] for i in live], values=values)
-        for i, cut in zip(live, select(passes, p), strict=True):
+        for i, cut in zip(live, select(passes, amount), strict=True):
             cuts[i] = cut
     return cuts

@@ -1,13 +1,13 @@
-"""Prune groups: a set of layers and the rule that picks what each round removes.
+"""Prune groups: a set of layers and the strategy that picks what each round removes.
 
-Every group prunes the ``k = min(remaining, ceil(p * remaining))`` lowest-scored of its
-remaining weights (``lotto_core.rate.prune_count``). Subclasses say how weights are
-scored and whether the threshold is shared by the group or set per layer.
+A group is layers + a score + a scope + an amount (``lotto_core.strategy``): it prunes
+its lowest-scored kept weights, over the whole group or per part of it, as many as the
+amount says. ``MagnitudePruneGroup``, ``LayerwiseMagnitudePruneGroup`` and
+``RandomPruneGroup`` name the compositions of the lottery-ticket experiments.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +15,8 @@ from typing import Any
 from ._array_api import Array, array_namespace, device
 from .backend import backend_for, plan_cuts
 from .protocol import ParameterHandle, PrunableLayer
-from .rate import validate_rate
-from .scores import MagnitudeScores, RandomScores, ScoreSource
 from .search import Cut
+from .strategy import Amount, Global, Gradual, Magnitude, PerLayer, Random, Rate, Scope, Score, Unit, as_amount
 
 __all__ = [
     "LayerwiseMagnitudePruneGroup",
@@ -79,26 +78,73 @@ def _check_layers(layers: object) -> tuple[PrunableLayer, ...]:
     return tuple(layers)
 
 
-class PruneGroup(ABC):
-    """Layers pruned together at rate ``p`` (0 <= p < 1) per round.
+class PruneGroup:
+    """Layers pruned together: a score, a scope and an amount (``lotto_core.strategy``).
 
     Parameters
     ----------
     layers
         The prunable layers of the group, in order: ties in score are broken by this
         order first, then by flattened (C-order) index.
-    p
-        Fraction of the group's remaining weights that each round removes.
+    amount
+        How many weights a round prunes: a ``Rate``, ``Sparsity`` or ``Gradual``; a
+        number ``p`` stands for ``Rate(p)``, the fraction of the remaining weights.
+    score
+        What ranks the weights (default ``Magnitude()``): the lowest go first.
+    scope
+        Over which weights one threshold is shared (default ``Global()``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lotto_core import ArrayLayer
+    >>> from lotto_core.strategy import ERK, Sparsity
+    >>> layers = [ArrayLayer({"w": np.ones((100, 10))}), ArrayLayer({"w": np.ones((10, 10))})]
+    >>> PruneGroup(layers, Sparsity(0.8), scope=ERK()).prune()
+    >>> [int(layer.params["w"].mask.sum()) for layer in layers]  # densities 0.19 and 0.34: 220 of 1100 kept
+    [186, 34]
     """
 
-    def __init__(self, layers: Sequence[PrunableLayer], p: float) -> None:
-        self.p = validate_rate(p)
+    def __init__(
+        self,
+        layers: Sequence[PrunableLayer],
+        amount: Amount | float,
+        *,
+        score: Score | None = None,
+        scope: Scope | None = None,
+    ) -> None:
+        self.amount = as_amount(amount)
+        self.score = Magnitude() if score is None else _check(score, Score, "score")
+        self.scope = Global() if scope is None else _check(scope, Scope, "scope")
         self.layers = _check_layers(layers)
         self.rounds = 0
+
+    @property
+    def p(self) -> float:
+        """The rate of a ``Rate`` amount."""
+        if not isinstance(self.amount, Rate):
+            raise AttributeError(f"{type(self).__name__} prunes by {self.amount!r}, not at a rate p")
+        return self.amount.p
 
     def prune(self) -> None:
         """Prune one round of this group alone (a ``Pruner`` prunes all its groups)."""
         self._commit(self._plan(values=True))
+
+    def step(self, step: int) -> bool:
+        """Prune if a ``Gradual`` amount's schedule says so at training step ``step``
+        (call it once per step); whether it pruned."""
+        if not self.due(step):
+            return False
+        self._commit(self._plan(values=True, step=step))
+        return True
+
+    def due(self, step: int) -> bool:
+        """Whether the group's schedule prunes at training step ``step``."""
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise TypeError(f"step must be a non-negative int, got {step!r}")
+        if not isinstance(self.amount, Gradual):
+            raise TypeError(f"step() drives a Gradual amount; this group prunes by {self.amount!r}: call prune()")
+        return self.amount.due(step)
 
     def targets(self) -> list[_Target]:
         """The group's prunable parameters with their current weights and masks,
@@ -129,13 +175,19 @@ class PruneGroup(ABC):
             raise TypeError("the weights of one group must all be float64 or all narrower floats, not a mix")
         return out
 
-    def _plan(self, *, values: bool = False) -> list[_Step]:
+    def _plan(self, *, values: bool = False, step: int | None = None) -> list[_Step]:
         """Decide this round's cuts for every parameter; nothing is written. ``values``:
-        the round is written right after, so the selection may write new weights too
-        (``plan_cuts``)."""
+        the round is written right after, so the passes may write new weights too."""
         targets = self.targets()
-        sources = [self._scores(j, t.weight) for j, t in enumerate(targets)]
-        cuts = self._cuts(targets, sources, values)
+        sources = [
+            self.score.source(t.weight, Unit(self.layers[t.layer], t.name, j, self.rounds))
+            for j, t in enumerate(targets)
+        ]
+        cuts: list[Cut] = [Cut(threshold=0.0, ties=0, tied=0, pruned=0)] * len(targets)
+        for picked, count in self.scope.parts([t.layer for t in targets], [t.mask for t in targets], self.amount, step):
+            chosen = plan_cuts([sources[j] for j in picked], [targets[j].mask for j in picked], count, values=values)
+            for j, cut in zip(picked, chosen, strict=True):
+                cuts[j] = cut
         return [_Step(j, t.handle, cut) for j, (t, cut) in enumerate(zip(targets, cuts, strict=True))]
 
     def _commit(self, plan: list[_Step]) -> None:
@@ -152,26 +204,25 @@ class PruneGroup(ABC):
             backend_for(writes[0][1]).write(writes)
         self.rounds += 1
 
-    @abstractmethod
-    def _scores(self, index: int, weight: Array) -> ScoreSource:
-        """The score source of the group's ``index``-th prunable parameter."""
-
-    def _cuts(self, targets: list[_Target], sources: list[ScoreSource], values: bool) -> list[Cut]:
-        """Global selection: one threshold shared by the whole group."""
-        return plan_cuts(sources, [t.mask for t in targets], self.p, values=values)
-
     def config(self) -> dict[str, Any]:
         """What identifies this group in a saved state."""
-        return {"type": type(self).__name__, "p": self.p}
+        return {"type": type(self).__name__, **self.amount.config(), **self.score.config(), **self.scope.config()}
 
     def __repr__(self) -> str:
         names = ", ".join(type(layer).__name__ for layer in self.layers)
-        return f"{type(self).__name__}([{names}], p={self.p})"
+        return f"{type(self).__name__}([{names}], {self.amount!r}, score={self.score!r}, scope={self.scope!r})"
+
+
+def _check(value: Any, kind: type, name: str) -> Any:
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a lotto_core.strategy.{kind.__name__}, got {type(value).__name__}")
+    return value
 
 
 class MagnitudePruneGroup(PruneGroup):
-    """Global magnitude pruning: the group's remaining weights with the smallest ``|w|``
-    go first, with one threshold for the whole group (Frankle & Carbin 2019).
+    """Global magnitude pruning at rate ``p`` (0 <= p < 1) per round: the group's
+    remaining weights with the smallest ``|w|`` go first, with one threshold for the
+    whole group (Frankle & Carbin 2019): ``PruneGroup(layers, Rate(p))``.
 
     Examples
     --------
@@ -183,25 +234,31 @@ class MagnitudePruneGroup(PruneGroup):
     (array([0., 0., 3., 4., 5., 6.]), array([-4., -3., -2.,  0.]))
     """
 
-    def _scores(self, index: int, weight: Array) -> ScoreSource:
-        return MagnitudeScores(weight)
+    def __init__(self, layers: Sequence[PrunableLayer], p: float) -> None:
+        super().__init__(layers, Rate(p))
+
+    def config(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "p": self.p}
+
+    def __repr__(self) -> str:
+        names = ", ".join(type(layer).__name__ for layer in self.layers)
+        return f"{type(self).__name__}([{names}], p={self.p})"
 
 
 class LayerwiseMagnitudePruneGroup(MagnitudePruneGroup):
     """Layer-wise magnitude pruning: every layer prunes ``p`` of its own remaining
-    weights by ``|w|``, with a threshold of its own (Han et al. 2015)."""
+    weights by ``|w|``, with a threshold of its own (Han et al. 2015):
+    ``PruneGroup(layers, Rate(p), scope=PerLayer())``."""
 
-    def _cuts(self, targets: list[_Target], sources: list[ScoreSource], values: bool) -> list[Cut]:
-        cuts: list[Cut] = []
-        for i in range(len(self.layers)):
-            picked = [j for j, t in enumerate(targets) if t.layer == i]
-            cuts.extend(super()._cuts([targets[j] for j in picked], [sources[j] for j in picked], values))
-        return cuts
+    def __init__(self, layers: Sequence[PrunableLayer], p: float) -> None:
+        super().__init__(layers, p)
+        self.scope = PerLayer()
 
 
-class RandomPruneGroup(PruneGroup):
+class RandomPruneGroup(MagnitudePruneGroup):
     """Random pruning: the same count as magnitude pruning, chosen uniformly among the
-    group's remaining weights; the random-pruning control of Frankle & Carbin (2019).
+    group's remaining weights; the random-pruning control of Frankle & Carbin (2019):
+    ``PruneGroup(layers, Rate(p), score=Random(seed))``.
 
     Parameters
     ----------
@@ -211,15 +268,10 @@ class RandomPruneGroup(PruneGroup):
     """
 
     def __init__(self, layers: Sequence[PrunableLayer], p: float, *, seed: int = 0) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be a non-negative int, got {type(seed).__name__} {seed!r}")
-        if seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        score = Random(seed)
         super().__init__(layers, p)
+        self.score = score
         self.seed = seed
-
-    def _scores(self, index: int, weight: Array) -> ScoreSource:
-        return RandomScores(weight, (self.seed, self.rounds, index))
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "seed": self.seed}

@@ -142,6 +142,24 @@ class Pruner:
             group._commit(plan)
         self.rounds += 1
 
+    def step(self, step: int) -> bool:
+        """One training step of the groups' ``Gradual`` schedules (call it every step,
+        after the optimizer's): the groups due at ``step`` prune, deciding together
+        before any mask changes; whether any pruned.
+
+        Raises
+        ------
+        TypeError
+            If a group prunes by another amount than ``Gradual`` (use ``prune()``).
+        """
+        due = [group for group in self.groups if group.due(step)]
+        plans = [group._plan(values=len(due) == 1, step=step) for group in due]
+        for group, plan in zip(due, plans, strict=True):
+            group._commit(plan)
+        if due:
+            self.rounds += 1
+        return bool(due)
+
     def rewind(self) -> None:
         """Restore every parameter of every grouped layer (weights masked, biases too),
         and of the ``others``, to its rewind point."""

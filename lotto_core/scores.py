@@ -14,7 +14,7 @@ import numpy as np
 
 from ._array_api import Array, Namespace, array_namespace, device
 
-__all__ = ["MagnitudeScores", "RandomScores", "ScoreSource"]
+__all__ = ["ArrayScores", "MagnitudeScores", "RandomScores", "ScoreSource"]
 
 
 def _as_float_scores(xp: Namespace, x: Array) -> Array:
@@ -86,3 +86,34 @@ class RandomScores(ScoreSource):
             values = np.reshape(self.host_values(), (-1,))
             self._scores = self.xp.asarray(values, device=device(self.weight))
         return self._scores[start:stop]
+
+
+class ArrayScores(ScoreSource):
+    """Scores computed up front, an array of the weight's shape on its namespace and
+    device (the user's own score function, SNIP, GraSP); float16 and bfloat16 scores are
+    widened to float32."""
+
+    def __init__(self, weight: Array, scores: Array, name: str) -> None:
+        super().__init__(weight)
+        try:
+            xp = array_namespace(weight, scores)
+        except TypeError:
+            raise TypeError(
+                f"{name} returned a {type(scores).__name__}; scores must be an array of the weight's own namespace"
+            ) from None
+        if tuple(scores.shape) != tuple(weight.shape):
+            raise ValueError(
+                f"{name} returned scores of shape {tuple(scores.shape)}, the weight has {tuple(weight.shape)}"
+            )
+        if not xp.isdtype(scores.dtype, "real floating"):
+            raise TypeError(f"{name} returned scores of dtype {scores.dtype}; scores must be real floats")
+        if device(scores) != device(weight):
+            raise ValueError(f"{name} returned scores on {device(scores)}, the weight is on {device(weight)}")
+        self.scores = _as_float_scores(xp, scores)
+        self._flat = xp.reshape(self.scores, (-1,))
+
+    def flat(self, start: int, stop: int) -> Array:
+        return self._flat[start:stop]
+
+    def full(self) -> Array:
+        return self.scores

@@ -30,7 +30,7 @@ kernels and jit-compiled XLA passes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
@@ -40,7 +40,7 @@ from ._array_api import Array
 from .keys import FORMATS, KeyFormat
 from .rate import prune_count
 
-__all__ = ["NOTHING", "BandPasses", "Cut", "Passes", "even_split", "select"]
+__all__ = ["NOTHING", "BandPasses", "Count", "Cut", "Passes", "even_split", "select"]
 
 SAMPLE_SIZE = 1 << 18
 """Entries in the strided sample that brackets the threshold."""
@@ -128,10 +128,17 @@ class BandPasses(Passes, Protocol):
         ...
 
 
-def select(passes: Passes, p: float) -> list[Cut]:
-    """The cuts of one round at rate ``p`` over a group, through a backend's passes."""
+Count = Callable[[int, int], int]
+"""``count(kept, size) -> k``: how many of the ``kept`` weights, of ``size`` in all, go."""
+
+
+def select(passes: Passes, amount: float | Count) -> list[Cut]:
+    """The cuts of one round over a group, through a backend's passes: at rate
+    ``amount`` (``prune_count``), or ``amount(kept, size)`` of the kept weights."""
     kept = passes.kept()
-    k = prune_count(p, sum(kept))
+    k = amount(sum(kept), passes.size) if callable(amount) else prune_count(amount, sum(kept))
+    if not 0 <= k <= sum(kept):
+        raise ValueError(f"a round must prune between 0 and the {sum(kept)} kept weights, not {k}")
     if k == 0:
         return [NOTHING] * len(kept)
     if k == sum(kept):

@@ -15,11 +15,23 @@ Examples
 """
 
 from lotto_core import (
+    ERK,
+    SNIP,
+    Global,
+    Gradual,
+    GraSP,
     LayerwiseMagnitudePruneGroup,
+    Magnitude,
     MagnitudePruneGroup,
+    PerLayer,
     PruneGroup,
+    Random,
     RandomPruneGroup,
+    Rate,
+    ScoreFn,
+    Sparsity,
     SparsityReport,
+    Uniform,
 )
 
 from . import layers
@@ -52,13 +64,20 @@ from .pruner import ModelRest, Pruner
 from .sparse import SparseLinear, SparseStored, SparseWeight, sparsify, to_scipy
 
 __all__ = [
+    "ERK",
     "PRUNABLE_TYPES",
+    "SNIP",
+    "Global",
+    "GraSP",
+    "Gradual",
     "JaxParameterHandle",
     "LayerwiseMagnitudePruneGroup",
+    "Magnitude",
     "MagnitudePruneGroup",
     "Mask",
     "ModelRest",
     "Optimizer",
+    "PerLayer",
     "PrunableBatchNorm",
     "PrunableConv",
     "PrunableConvTranspose",
@@ -78,12 +97,17 @@ __all__ = [
     "PrunableSimpleCell",
     "PruneGroup",
     "Pruner",
+    "Random",
     "RandomPruneGroup",
+    "Rate",
     "RewindPoint",
+    "ScoreFn",
     "SparseLinear",
     "SparseStored",
     "SparseWeight",
+    "Sparsity",
     "SparsityReport",
+    "Uniform",
     "make_prunable",
     "model_masks",
     "sparsify",

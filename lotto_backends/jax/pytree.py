@@ -54,12 +54,14 @@ from lotto_core import (
     SparsityReport,
 )
 from lotto_core.rate import validate_rate
+from lotto_core.strategy import Amount, Scope, Score, as_amount
 
 from ._optax import keep_pruned
 from ._tree import Leaf, Selector, check_selector, describe, is_concrete, is_weight, leaves, matches, path_name
 from ._write import zero_pruned
 
 __all__ = [
+    "Group",
     "LayerwiseMagnitudeGroup",
     "MagnitudeGroup",
     "PytreeGroup",
@@ -167,8 +169,7 @@ def rewind(rewind_params: Any, masks: Any) -> Any:
 
 
 class PytreeGroup(ABC):
-    """Leaves pruned together at rate ``p`` (0 <= p < 1) per round, picked by path among
-    the leaves that have a mask.
+    """Leaves pruned together, picked by path among the leaves that have a mask.
 
     Parameters
     ----------
@@ -189,6 +190,34 @@ class PytreeGroup(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.select!r}, p={self.p})"
+
+
+class Group(PytreeGroup):
+    """Leaves pruned with any strategy of ``lotto_core.strategy``: the core's
+    ``PruneGroup(leaves, amount, score=score, scope=scope)`` over the selected leaves
+    (a leaf is one layer, its parameter named ``"value"``; ``layer.path`` is its path).
+
+    >>> import jax.numpy as jnp
+    >>> from lotto_core.strategy import ERK, Sparsity
+    >>> params = {"a": {"kernel": jnp.ones((100, 10))}, "b": {"kernel": jnp.ones((10, 10))}}
+    >>> _, masks = prune(params, init_masks(params), [Group("*kernel", Sparsity(0.8), scope=ERK())])
+    >>> int(masks["a"]["kernel"].sum()), int(masks["b"]["kernel"].sum())
+    (186, 34)
+    """
+
+    def __init__(
+        self, select: Selector, amount: Amount | float, *, score: Score | None = None, scope: Scope | None = None
+    ) -> None:
+        self.select = check_selector(select, "select")
+        self.amount, self.score, self.scope = as_amount(amount), score, scope
+
+    def core_group(self, layers: list[_LeafLayer], round_index: int) -> PruneGroup:
+        group = PruneGroup(layers, self.amount, score=self.score, scope=self.scope)
+        group.rounds = round_index
+        return group
+
+    def __repr__(self) -> str:
+        return f"Group({self.select!r}, {self.amount!r}, score={self.score!r}, scope={self.scope!r})"
 
 
 class MagnitudeGroup(PytreeGroup):
@@ -270,10 +299,12 @@ class _LeafHandle:
 
 
 class _LeafLayer:
-    """One leaf as a prunable layer with a single parameter."""
+    """One leaf as a prunable layer with a single parameter, ``"value"``; ``path`` is
+    the leaf's path (for score functions: ``SNIP(lambda layer, name: grads[layer.path])``)."""
 
-    def __init__(self, handle: _LeafHandle) -> None:
+    def __init__(self, handle: _LeafHandle, path: str) -> None:
         self.handle = handle
+        self.path = path
 
     def parameter_handles(self) -> dict[str, _LeafHandle]:
         return {"value": self.handle}
@@ -320,7 +351,9 @@ def _assign(flat: list[Leaf], groups: object) -> list[list[int]]:
     return out
 
 
-def prune(params: Any, masks: Any, groups: Sequence[PytreeGroup], *, round_index: int = 0) -> tuple[Any, Any]:
+def prune(
+    params: Any, masks: Any, groups: Sequence[PytreeGroup], *, round_index: int = 0, step: int | None = None
+) -> tuple[Any, Any]:
     """One round of pruning: new parameters and masks, the inputs untouched.
 
     Every group decides before anything is written. In the result, every pruned entry
@@ -338,6 +371,9 @@ def prune(params: Any, masks: Any, groups: Sequence[PytreeGroup], *, round_index
     round_index
         The round number, which seeds ``RandomGroup`` draws as the core's
         ``RandomPruneGroup`` does (its ``rounds``); pass the IMP round.
+    step
+        The training step, for groups with a ``Gradual`` amount (call ``prune`` every
+        step: leaves not due at ``step`` come back as they were).
 
     Returns
     -------
@@ -365,10 +401,13 @@ def prune(params: Any, masks: Any, groups: Sequence[PytreeGroup], *, round_index
                 )
             handles[i] = _LeafHandle(flat[i].value, flat[i].mask)
     core = [
-        group.core_group([_LeafLayer(handles[i]) for i in idx], round_index)
+        group.core_group([_LeafLayer(handles[i], flat[i].path) for i in idx], round_index)
         for group, idx in zip(groups, picked, strict=True)
     ]
-    Pruner(core).prune()
+    if step is None:
+        Pruner(core).prune()
+    else:
+        Pruner(core).step(step)
     values = [leaf.value for leaf in flat]
     new_masks = [leaf.mask for leaf in flat]
     left = {i: h for i, h in handles.items() if not h.zeroed}  # leaves the round did not write whole

@@ -16,11 +16,23 @@ Examples
 """
 
 from lotto_core import (
+    ERK,
+    SNIP,
+    Global,
+    Gradual,
+    GraSP,
     LayerwiseMagnitudePruneGroup,
+    Magnitude,
     MagnitudePruneGroup,
+    PerLayer,
     PruneGroup,
+    Random,
     RandomPruneGroup,
+    Rate,
+    ScoreFn,
+    Sparsity,
     SparsityReport,
+    Uniform,
 )
 
 from . import layers
@@ -62,10 +74,17 @@ from .pruner import ModelRest, Pruner
 from .sparse import SparseLinear, SparseStored, sparsify, to_scipy
 
 __all__ = [
+    "ERK",
     "PRUNABLE_TYPES",
+    "SNIP",
+    "Global",
+    "GraSP",
+    "Gradual",
     "LayerwiseMagnitudePruneGroup",
+    "Magnitude",
     "MagnitudePruneGroup",
     "ModelRest",
+    "PerLayer",
     "PrunableBatchNorm1d",
     "PrunableBatchNorm2d",
     "PrunableBatchNorm3d",
@@ -95,11 +114,16 @@ __all__ = [
     "PrunableRNNCell",
     "PruneGroup",
     "Pruner",
+    "Random",
     "RandomPruneGroup",
+    "Rate",
+    "ScoreFn",
     "SparseLinear",
     "SparseStored",
+    "Sparsity",
     "SparsityReport",
     "TorchParameterHandle",
+    "Uniform",
     "dense_layers",
     "make_prunable",
     "mask_gradients",

@@ -1,0 +1,389 @@
+"""The pieces a prune group is composed of: a score, a scope and an amount.
+
+A group prunes its layers' lowest-scored kept weights (the *score*), chosen over the
+whole group or within parts of it (the *scope*), as many as the *amount* says. Every
+combination selects exactly with ``lotto_core.search``: one threshold per unit of the
+scope, ties broken by parameter order and then flattened (C-order) index, kept NaN
+scores never pruned.
+
+>>> import numpy as np
+>>> from lotto_core import ArrayLayer, PruneGroup
+>>> a, b = ArrayLayer({"w": np.arange(1.0, 7.0)}), ArrayLayer({"w": np.arange(-4.0, 0.0)})
+>>> PruneGroup([a, b], Sparsity(0.5), score=ScoreFn(lambda w, layer, name: -abs(w)), scope=PerLayer()).prune()
+>>> a["w"], b["w"]  # each layer keeps its half with the smallest |w|
+(array([1., 2., 3., 0., 0., 0.]), array([ 0.,  0., -2., -1.]))
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from ._array_api import Array, array_namespace
+from .protocol import PrunableLayer
+from .rate import exact_rate, prune_count, validate_rate
+from .scores import ArrayScores, MagnitudeScores, RandomScores, ScoreSource
+
+__all__ = [
+    "ERK",
+    "SNIP",
+    "Amount",
+    "Global",
+    "GraSP",
+    "Gradual",
+    "Magnitude",
+    "PerLayer",
+    "Random",
+    "Rate",
+    "Scope",
+    "Score",
+    "ScoreFn",
+    "Sparsity",
+    "Uniform",
+    "Unit",
+]
+
+
+# --- amounts ----------------------------------------------------------------------------
+
+
+class Amount(ABC):
+    """How many weights a round prunes: the number of a unit's weights kept after it."""
+
+    @abstractmethod
+    def target_kept(self, kept: int, size: int, step: int | None) -> int:
+        """Of ``size`` weights, ``kept`` kept now: how many stay kept (never more than
+        ``kept``). ``step`` is the training step of a scheduled prune, else ``None``."""
+
+    def config(self) -> dict[str, Any]:
+        return {"amount": type(self).__name__, **{f"amount.{k}": v for k, v in vars(self).items()}}
+
+
+@dataclass(frozen=True)
+class Rate(Amount):
+    """``p`` of the remaining weights per round: ``ceil(p * kept)``, the iterative
+    magnitude pruning rule (exact: ``Rate(0.07)`` of 100 is 7)."""
+
+    p: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "p", validate_rate(self.p))
+
+    def target_kept(self, kept: int, size: int, step: int | None) -> int:
+        return kept - prune_count(self.p, kept)
+
+
+def _sparsity(s: object, name: str) -> Fraction:
+    """A sparsity in [0, 1] as the exact fraction written."""
+    if s != 1 and s != 1.0:
+        validate_rate(s, name)
+    elif isinstance(s, bool):
+        raise TypeError(f"{name} must be a real number in [0, 1], got {s!r}")
+    return exact_rate(s)  # type: ignore[arg-type]
+
+
+def _kept_at(sparsity: Fraction, kept: int, size: int) -> int:
+    """Kept weights at ``sparsity`` of ``size``: ``size - ceil(sparsity * size)``, and
+    never more than ``kept`` (pruned weights are not revived)."""
+    return min(kept, size + (-sparsity.numerator * size) // sparsity.denominator)
+
+
+@dataclass(frozen=True)
+class Sparsity(Amount):
+    """Prune until ``sparsity`` of the unit's weights are pruned: ``ceil(sparsity *
+    size)`` of them (a unit that is sparser already prunes nothing)."""
+
+    sparsity: float
+
+    def __post_init__(self) -> None:
+        _sparsity(self.sparsity, "sparsity")
+
+    def target_kept(self, kept: int, size: int, step: int | None) -> int:
+        return _kept_at(_sparsity(self.sparsity, "sparsity"), kept, size)
+
+
+@dataclass(frozen=True)
+class Gradual(Amount):
+    """Gradual magnitude pruning (Zhu & Gupta 2017, *To prune, or not to prune*): from
+    ``initial`` to ``final`` sparsity over training, pruning at every ``frequency``-th
+    step from ``begin_step`` to ``end_step``, with the cubic schedule
+    ``s_t = final + (initial - final) * (1 - (t - begin_step) / (end_step - begin_step))**3``.
+    Driven by ``group.step(t)`` (or ``Pruner.step(t)``) once per training step."""
+
+    initial: float
+    final: float
+    begin_step: int
+    end_step: int
+    frequency: int
+
+    def __post_init__(self) -> None:
+        _sparsity(self.initial, "initial")
+        _sparsity(self.final, "final")
+        for name in ("begin_step", "end_step", "frequency"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise TypeError(f"{name} must be a non-negative int, got {value!r}")
+        if self.frequency < 1:
+            raise ValueError(f"frequency must be at least 1, got {self.frequency}")
+        if self.end_step <= self.begin_step:
+            raise ValueError(f"end_step ({self.end_step}) must be after begin_step ({self.begin_step})")
+        if exact_rate(self.final) < exact_rate(self.initial):
+            raise ValueError(f"final ({self.final}) must be at least initial ({self.initial})")
+
+    def due(self, step: int) -> bool:
+        """Whether the schedule prunes at training step ``step``."""
+        on_grid = (step - self.begin_step) % self.frequency == 0
+        return self.begin_step <= step <= self.end_step and (on_grid or step == self.end_step)
+
+    def sparsity_at(self, step: int) -> Fraction:
+        """The schedule's sparsity at ``step`` (exact)."""
+        initial, final = exact_rate(self.initial), exact_rate(self.final)
+        t = min(max(step, self.begin_step), self.end_step)
+        left = 1 - Fraction(t - self.begin_step, self.end_step - self.begin_step)
+        return final + (initial - final) * left**3
+
+    def target_kept(self, kept: int, size: int, step: int | None) -> int:
+        if step is None:
+            raise ValueError("a Gradual amount prunes on a schedule: call group.step(t) (or Pruner.step(t)) each step")
+        return _kept_at(self.sparsity_at(step), kept, size)
+
+
+def as_amount(amount: object) -> Amount:
+    """An ``Amount`` as given, or a number as the ``Rate`` it stands for."""
+    if isinstance(amount, Amount):
+        return amount
+    validate_rate(amount, "amount")
+    return Rate(amount)  # type: ignore[arg-type]
+
+
+# --- scores -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Where a score is computed: the group's ``index``-th prunable parameter, ``name``
+    of ``layer``, in the group's ``round``-th round."""
+
+    layer: PrunableLayer
+    name: str
+    index: int
+    round: int
+
+
+class Score(ABC):
+    """What ranks a weight: the lowest-scored kept weights go first."""
+
+    @abstractmethod
+    def source(self, weight: Array, where: Unit) -> ScoreSource:
+        """The scores of ``weight``, the parameter at ``where``."""
+
+    def config(self) -> dict[str, Any]:
+        plain = {k: v for k, v in vars(self).items() if isinstance(v, int | float | str)}
+        return {"score": type(self).__name__, **{f"score.{k}": v for k, v in plain.items()}}
+
+
+@dataclass(frozen=True)
+class Magnitude(Score):
+    """``|w|`` (Han et al. 2015; Frankle & Carbin 2019, *The Lottery Ticket Hypothesis*).
+    A kept weight that is exactly 0 has the lowest score, so it goes first."""
+
+    def source(self, weight: Array, where: Unit) -> ScoreSource:
+        return MagnitudeScores(weight)
+
+
+@dataclass(frozen=True)
+class Random(Score):
+    """Uniform random scores, the same on every namespace and device for the same
+    ``seed``, round and parameter: random pruning, the control of Frankle & Carbin
+    (2019) and of Frankle et al. (2021, *Pruning Neural Networks at Initialization: Why
+    Are We Missing the Mark?*)."""
+
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed must be a non-negative int, got {type(self.seed).__name__} {self.seed!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+
+    def source(self, weight: Array, where: Unit) -> ScoreSource:
+        return RandomScores(weight, (self.seed, where.round, where.index))
+
+
+ScoreFunction = Callable[..., Array]
+"""``fn(weight, layer=..., name=...) -> scores``: an array of ``weight``'s shape, on its
+namespace and device, of a real floating dtype."""
+
+
+@dataclass(frozen=True)
+class ScoreFn(Score):
+    """The user's own score: ``fn(weight, layer=layer, name=name)`` returns an array of
+    ``weight``'s shape (any real floats: negative scores rank below zero, NaN is never
+    pruned). The selection stays exact and O(N).
+
+    Examples
+    --------
+    Prune the weights that moved least since the rewind point (movement pruning):
+
+    >>> import numpy as np
+    >>> from lotto_core import ArrayLayer, PruneGroup
+    >>> layer = ArrayLayer({"w": np.array([1.0, 2.0, 3.0, 4.0])})
+    >>> layer.params["w"].set_value(np.array([1.5, 2.0, 0.0, 4.1]))
+    >>> moved = ScoreFn(lambda w, layer, name: abs(w - layer.params[name].get_rewind_point()))
+    >>> PruneGroup([layer], 0.5, score=moved).prune()
+    >>> layer["w"]
+    array([1.5, 0. , 0. , 0. ])
+    """
+
+    fn: ScoreFunction
+
+    def source(self, weight: Array, where: Unit) -> ScoreSource:
+        return ArrayScores(weight, self.fn(weight, layer=where.layer, name=where.name), type(self).__name__)
+
+
+GradientFunction = Callable[[PrunableLayer, str], Array]
+"""``gradient(layer, name) -> array``: a gradient of the loss for parameter ``name`` of
+``layer``, in the weight's shape (in torch, ``getattr(layer, name).grad``)."""
+
+
+@dataclass(frozen=True)
+class SNIP(Score):
+    """Connection sensitivity ``|w * g|`` (Lee et al. 2019, *SNIP: Single-shot Network
+    Pruning based on Connection Sensitivity*): ``gradient(layer, name)`` gives ``g``, the
+    loss's gradient on a batch, usually at initialization."""
+
+    gradient: GradientFunction
+
+    def source(self, weight: Array, where: Unit) -> ScoreSource:
+        xp = array_namespace(weight)
+        return ArrayScores(weight, xp.abs(weight * self.gradient(where.layer, where.name)), "SNIP")
+
+
+@dataclass(frozen=True)
+class GraSP(Score):
+    """Gradient signal preservation (Wang et al. 2020, *Picking Winning Tickets Before
+    Training by Preserving Gradient Flow*): GraSP removes the weights with the largest
+    ``-w * Hg``, so here the score is ``w * Hg`` and the lowest go first.
+    ``hessian_gradient(layer, name)`` gives ``Hg``, the Hessian-gradient product of the
+    loss on a batch."""
+
+    hessian_gradient: GradientFunction
+
+    def source(self, weight: Array, where: Unit) -> ScoreSource:
+        return ArrayScores(weight, weight * self.hessian_gradient(where.layer, where.name), "GraSP")
+
+
+# --- scopes -----------------------------------------------------------------------------
+
+
+Part = tuple[list[int], Callable[[int, int], int]]
+"""``(parameter indices, count)``: one selection over those parameters of the group,
+pruning ``count(kept, size)`` of their kept weights with one threshold."""
+
+
+class Scope(ABC):
+    """Over which weights one threshold is shared, and how the amount is shared out."""
+
+    @abstractmethod
+    def parts(self, layers: Sequence[int], masks: Sequence[Array], amount: Amount, step: int | None) -> list[Part]:
+        """The selections of one round, given each prunable parameter's layer index and
+        mask (in group order)."""
+
+    def config(self) -> dict[str, Any]:
+        return {"scope": type(self).__name__}
+
+
+def _count(amount: Amount, step: int | None) -> Callable[[int, int], int]:
+    return lambda kept, size: kept - amount.target_kept(kept, size, step)
+
+
+@dataclass(frozen=True)
+class Global(Scope):
+    """One threshold for the whole group (Frankle & Carbin 2019): the amount counts the
+    group's weights together."""
+
+    def parts(self, layers: Sequence[int], masks: Sequence[Array], amount: Amount, step: int | None) -> list[Part]:
+        return [(list(range(len(masks))), _count(amount, step))]
+
+
+@dataclass(frozen=True)
+class PerLayer(Scope):
+    """A threshold per layer (Han et al. 2015): the amount counts each layer's weights."""
+
+    def parts(self, layers: Sequence[int], masks: Sequence[Array], amount: Amount, step: int | None) -> list[Part]:
+        return [
+            ([j for j, owner in enumerate(layers) if owner == layer], _count(amount, step))
+            for layer in dict.fromkeys(layers)
+        ]
+
+
+def _kept_and_sizes(masks: Sequence[Array]) -> tuple[list[int], list[int]]:
+    kept = [int(array_namespace(m).count_nonzero(m)) for m in masks]
+    return kept, [math.prod(m.shape) for m in masks]
+
+
+def _share(densities: Sequence[Fraction], sizes: Sequence[int], total: int) -> list[int]:
+    """Integer kept counts near ``density * size`` that add up to ``total`` exactly: each
+    rounded down, then one more to the largest remainders (earlier parameters first)."""
+    exact = [d * n for d, n in zip(densities, sizes, strict=True)]  # adds up to ``total``
+    counts = [math.floor(e) for e in exact]
+    order = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - math.floor(exact[i])), i))
+    for i in order[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+class _Distributed(Scope):
+    """A scope that shares a group-wide target out over the parameters by density, each
+    parameter then pruned to its share with a threshold of its own."""
+
+    @abstractmethod
+    def densities(self, shapes: Sequence[tuple[int, ...]], target: Fraction) -> list[Fraction]:
+        """Per parameter, the density at which the group keeps ``target`` of its weights."""
+
+    def parts(self, layers: Sequence[int], masks: Sequence[Array], amount: Amount, step: int | None) -> list[Part]:
+        kept, sizes = _kept_and_sizes(masks)
+        total = amount.target_kept(sum(kept), sum(sizes), step)
+        densities = self.densities([tuple(m.shape) for m in masks], Fraction(total, max(1, sum(sizes))))
+        shares = _share(densities, sizes, total)
+        return [([j], _fixed(kept[j] - min(kept[j], shares[j]))) for j in range(len(masks))]
+
+
+def _fixed(k: int) -> Callable[[int, int], int]:
+    return lambda kept, size: k
+
+
+@dataclass(frozen=True)
+class Uniform(_Distributed):
+    """Every parameter at the same density, the group's target (Zhu & Gupta 2017; Evci
+    et al. 2020). Kept counts are shared out so that the group keeps exactly its target
+    (largest remainders); a parameter already sparser than its share stays as it is."""
+
+    def densities(self, shapes: Sequence[tuple[int, ...]], target: Fraction) -> list[Fraction]:
+        return [target] * len(shapes)
+
+
+@dataclass(frozen=True)
+class ERK(_Distributed):
+    """Erdős-Rényi-Kernel densities (Evci et al. 2020, *Rigging the Lottery*): a
+    parameter's density is proportional to ``sum(shape) / prod(shape)`` (for a
+    convolution, ``(c_out + c_in + k_h + k_w) / (c_out * c_in * k_h * k_w)``), scaled so
+    that the group keeps exactly its target; parameters that would exceed density 1 are
+    kept dense and the rest rescaled, as in the RigL code."""
+
+    def densities(self, shapes: Sequence[tuple[int, ...]], target: Fraction) -> list[Fraction]:
+        sizes = [math.prod(s) for s in shapes]
+        raw = [Fraction(sum(s), n) if n else Fraction(0) for s, n in zip(shapes, sizes, strict=True)]
+        dense: set[int] = set()
+        while True:
+            budget = target * sum(sizes) - sum(sizes[i] for i in dense)
+            spread = sum(raw[i] * sizes[i] for i in range(len(sizes)) if i not in dense)
+            scale = budget / spread if spread else Fraction(0)
+            over = {i for i in range(len(sizes)) if i not in dense and scale * raw[i] > 1}
+            if not over:
+                return [Fraction(1) if i in dense else min(Fraction(1), scale * raw[i]) for i in range(len(sizes))]
+            dense |= over

@@ -1,0 +1,236 @@
+"""The strategy pieces on every namespace: every score, scope and amount against a
+brute-force NumPy reference (sort the kept entries of each part by (score, parameter,
+flat index), drop the first k), the gradual schedule, the ERK and uniform shares, and
+bad input that changes nothing."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from lotto_core import PruneGroup, Pruner
+from lotto_core.strategy import (
+    ERK,
+    SNIP,
+    Global,
+    Gradual,
+    GraSP,
+    Magnitude,
+    PerLayer,
+    Random,
+    Rate,
+    ScoreFn,
+    Sparsity,
+    Uniform,
+)
+
+from .helpers import host, layers_of, masks, values
+
+SCORES = ["magnitude", "random", "signed", "snip", "grasp"]
+SCOPES = {"global": Global(), "per-layer": PerLayer(), "uniform": Uniform()}
+
+
+def _score(kind: str, grads: dict[int, np.ndarray], xp, device):
+    """The strategy piece, and its scores in NumPy for the reference."""
+    grad = lambda layer, name: xp.asarray(grads[id(layer)], dtype=xp.float32, device=device)  # noqa: E731
+    return {
+        "magnitude": Magnitude(),
+        "random": Random(seed=3),
+        "signed": ScoreFn(lambda w, layer, name: w),
+        "snip": SNIP(grad),
+        "grasp": GraSP(grad),
+    }[kind]
+
+
+def _reference_scores(kind, weights, grads, layers, rounds):
+    out = []
+    for i, (w, layer) in enumerate(zip(weights, layers, strict=True)):
+        g = grads[id(layer)].astype(np.float32)
+        out.append(
+            {
+                "magnitude": np.abs(w),
+                "random": np.random.default_rng([3, rounds, i]).random(w.size, dtype=np.float32).reshape(w.shape),
+                "signed": w,
+                "snip": np.abs(w * g),
+                "grasp": w * g,
+            }[kind]
+        )
+    return out
+
+
+def _target(amount, kept: int, size: int) -> int:
+    if isinstance(amount, Rate):
+        return kept - min(kept, math.ceil(Fraction(str(amount.p)) * kept))
+    return min(kept, size - math.ceil(Fraction(str(amount.sparsity)) * size))
+
+
+def _largest_remainder(density: Fraction, sizes: list[int], total: int) -> list[int]:
+    exact = [density * n for n in sizes]
+    counts = [math.floor(e) for e in exact]
+    for i in sorted(range(len(sizes)), key=lambda i: (-(exact[i] - math.floor(exact[i])), i))[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def reference(scores, kept, scope: str, amount) -> list[np.ndarray]:
+    """The new masks, the slow and obvious way."""
+    sizes = [m.size for m in kept]
+    n_kept = [int(m.sum()) for m in kept]
+    if scope == "global":
+        parts = [(list(range(len(kept))), sum(n_kept) - _target(amount, sum(n_kept), sum(sizes)))]
+    elif scope == "per-layer":
+        parts = [([i], n_kept[i] - _target(amount, n_kept[i], sizes[i])) for i in range(len(kept))]
+    else:
+        total = _target(amount, sum(n_kept), sum(sizes))
+        shares = _largest_remainder(Fraction(total, sum(sizes)), sizes, total)
+        parts = [([i], n_kept[i] - min(n_kept[i], shares[i])) for i in range(len(kept))]
+    out = [m.copy().ravel() for m in kept]
+    for indices, k in parts:
+        order = sorted(
+            (float(scores[i].ravel()[j]), i, int(j)) for i in indices for j in np.flatnonzero(kept[i].ravel())
+        )
+        for _, i, j in order[:k]:
+            out[i][j] = False
+    return [o.reshape(m.shape) for o, m in zip(out, kept, strict=True)]
+
+
+weights_lists = st.lists(
+    hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=7),
+        elements=st.integers(-6, 6).map(float) | st.floats(-4, 4, width=32, allow_subnormal=False),
+    ),
+    min_size=1,
+    max_size=3,
+)
+amounts = st.sampled_from([0.0, 0.07, 0.3, 0.5]).map(Rate) | st.sampled_from([0.0, 0.25, 0.6, 0.9, 1.0]).map(Sparsity)
+
+
+@given(
+    weights=weights_lists,
+    score=st.sampled_from(SCORES),
+    scope=st.sampled_from(sorted(SCOPES)),
+    amount=amounts,
+    data=st.data(),
+)
+def test_every_score_scope_and_amount_matches_the_brute_force(xp, device, weights, score, scope, amount, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    layers = layers_of(xp, device, weights)
+    kept = [rng.random(w.shape) < 0.8 for w in weights]
+    for layer, k in zip(layers, kept, strict=True):
+        layer.params["w"].set_mask(xp.asarray(k, device=device))
+    grads = {
+        id(layer): np.round(rng.standard_normal(w.shape) * 4).astype(np.float32)
+        for layer, w in zip(layers, weights, strict=True)
+    }
+    group = PruneGroup(layers, amount, score=_score(score, grads, xp, device), scope=SCOPES[scope])
+    for rounds in range(2):
+        current = values(layers)
+        expected = reference(_reference_scores(score, current, grads, layers, rounds), kept, scope, amount)
+        group.prune()
+        kept = masks(layers)
+        for got, want in zip(kept, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+        for v, m in zip(values(layers), kept, strict=True):
+            assert (v[~m] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [[(100, 10), (10, 10)], [(16, 3, 3, 3), (32, 16, 3, 3), (10, 32)], [(500,), (4, 4), (7, 9, 2)]],
+)
+@pytest.mark.parametrize("sparsity", [0.5, 0.8, 0.95])
+def test_erk_keeps_the_target_exactly_and_smaller_layers_denser(xp, device, shapes, sparsity):
+    layers = layers_of(xp, device, [np.ones(s) for s in shapes])
+    PruneGroup(layers, Sparsity(sparsity), scope=ERK()).prune()
+    kept = [int(m.sum()) for m in masks(layers)]
+    sizes = [math.prod(s) for s in shapes]
+    assert sum(kept) == sum(sizes) - math.ceil(Fraction(str(sparsity)) * sum(sizes))
+    raw = [sum(s) / math.prod(s) for s in shapes]
+    density = [k / n for k, n in zip(kept, sizes, strict=True)]
+    for i in range(len(shapes)):  # ERK density grows with (sum of dims) / (product of dims), up to 1
+        for j in range(len(shapes)):
+            if raw[i] > raw[j]:
+                assert density[i] >= density[j] - 1.0 / sizes[i] - 1.0 / sizes[j]
+    # the densities of the layers that are not dense follow the ERK ratios, up to rounding
+    loose = [i for i in range(len(shapes)) if kept[i] < sizes[i]]
+    for i in loose:
+        for j in loose:
+            assert density[i] / raw[i] == pytest.approx(density[j] / raw[j], abs=2.0 / min(kept[i], kept[j]) + 1e-9)
+
+
+def test_uniform_shares_by_largest_remainder(xp, device):
+    layers = layers_of(xp, device, [np.ones(10), np.ones(7), np.ones(3)])
+    PruneGroup(layers, Sparsity(0.5), scope=Uniform()).prune()
+    # 5, 3.5 and 1.5 of 10, 7 and 3: the half left over goes to the earlier of the tied remainders
+    assert [int(m.sum()) for m in masks(layers)] == [5, 4, 1]
+
+
+def test_the_cubic_schedule_of_zhu_and_gupta(xp, device):
+    schedule = Gradual(initial=0.0, final=0.8, begin_step=10, end_step=50, frequency=10)
+    assert [schedule.due(t) for t in (0, 9, 10, 15, 20, 50, 60)] == [False, False, True, False, True, True, False]
+    assert schedule.sparsity_at(10) == 0
+    assert schedule.sparsity_at(30) == Fraction(8, 10) * (1 - Fraction(1, 8))
+    assert schedule.sparsity_at(50) == Fraction(8, 10)
+    layer = layers_of(xp, device, [np.random.default_rng(0).standard_normal(1000)])[0]
+    group = PruneGroup([layer], schedule)
+    pruner = Pruner([group])
+    seen = []
+    for t in range(61):
+        if pruner.step(t):
+            seen.append((t, int(masks([layer])[0].sum())))
+    assert seen == [(10, 1000), (20, 1000 - 463), (30, 1000 - 700), (40, 1000 - 788), (50, 200)]
+    w = np.abs(values([layer])[0])
+    assert (
+        w[masks([layer])[0]].min() >= np.abs(np.random.default_rng(0).standard_normal(1000))[~masks([layer])[0]].max()
+    )
+
+
+def test_bad_strategies_are_refused_and_change_nothing(xp, device):
+    layer = layers_of(xp, device, [np.arange(1.0, 9.0)])[0]
+    with pytest.raises(TypeError, match=r"score must be a lotto_core\.strategy\.Score"):
+        PruneGroup([layer], 0.5, score=abs)
+    with pytest.raises(TypeError, match="scope must be"):
+        PruneGroup([layer], 0.5, scope="global")
+    with pytest.raises(ValueError, match="amount must be in"):
+        PruneGroup([layer], 1.5)
+    with pytest.raises(ValueError, match="end_step"):
+        Gradual(0.0, 0.5, begin_step=10, end_step=10, frequency=1)
+    with pytest.raises(ValueError, match="final"):
+        Gradual(0.5, 0.2, begin_step=0, end_step=10, frequency=1)
+    with pytest.raises(TypeError, match="Gradual"):
+        PruneGroup([layer], 0.5).step(3)
+    with pytest.raises(ValueError, match="step"):
+        PruneGroup([layer], Gradual(0.0, 0.5, begin_step=0, end_step=10, frequency=1)).prune()
+    bad_shape = PruneGroup([layer], 0.5, score=ScoreFn(lambda w, layer, name: w[:3]))
+    with pytest.raises(ValueError, match="shape"):
+        bad_shape.prune()
+    ints = PruneGroup([layer], 0.5, score=ScoreFn(lambda w, layer, name: xp.astype(w, xp.int32)))
+    with pytest.raises(TypeError, match="real floats"):
+        ints.prune()
+    assert masks([layer])[0].all()
+    np.testing.assert_array_equal(host(layer["w"]), np.arange(1.0, 9.0))
+
+
+def test_a_composed_group_names_its_pieces_in_a_saved_state(xp, device):
+    layers = layers_of(xp, device, [np.arange(1.0, 9.0)])
+    group = PruneGroup(layers, Sparsity(0.5), score=Random(seed=2), scope=PerLayer())
+    assert group.config() == {
+        "type": "PruneGroup",
+        "amount": "Sparsity",
+        "amount.sparsity": 0.5,
+        "score": "Random",
+        "score.seed": 2,
+        "scope": "PerLayer",
+    }
+    pruner = Pruner([group])
+    pruner.prune()
+    other = Pruner([PruneGroup(layers, Sparsity(0.5), score=Random(seed=3), scope=PerLayer())])
+    with pytest.raises(ValueError, match="config"):
+        other.load_state_dict(pruner.state_dict())
