@@ -17,6 +17,7 @@ nox.options.error_on_missing_interpreters = True
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 BENCHMARKS = [
     "bench_global_prune.py",
+    "bench_structures.py",
     "bench_torch_train_step.py",
     "bench_torch_compile_step.py",
     "bench_torch_many_layers.py",

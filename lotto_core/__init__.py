@@ -13,14 +13,33 @@ from .pruner import Pruner
 from .rate import prune_count
 from .report import ParameterSparsity, SparsityReport
 from .sparse import CSRComponents, csr_components, layers_to_scipy, sparse_shape, to_scipy
-from .strategy import ERK, SNIP, Global, Gradual, GraSP, Magnitude, PerLayer, Random, Rate, ScoreFn, Sparsity, Uniform
+from .strategy import (
+    ERK,
+    NM,
+    SNIP,
+    Blocks,
+    Channels,
+    Global,
+    Gradual,
+    GraSP,
+    Magnitude,
+    PerLayer,
+    Random,
+    Rate,
+    ScoreFn,
+    Sparsity,
+    Uniform,
+)
 
 __all__ = [
     "ERK",
+    "NM",
     "SNIP",
     "ArrayLayer",
     "ArrayParameter",
+    "Blocks",
     "CSRComponents",
+    "Channels",
     "Global",
     "GraSP",
     "Gradual",

@@ -1,13 +1,15 @@
 """Prune groups: a set of layers and the strategy that picks what each round removes.
 
-A group is layers + a score + a scope + an amount (``lotto_core.strategy``): it prunes
-its lowest-scored kept weights, over the whole group or per part of it, as many as the
-amount says. ``MagnitudePruneGroup``, ``LayerwiseMagnitudePruneGroup`` and
-``RandomPruneGroup`` name the compositions of the lottery-ticket experiments.
+A group is layers + a score + a scope + a structure + an amount
+(``lotto_core.strategy``): it prunes its lowest-scored kept weights (or channels,
+blocks), over the whole group or per part of it, as many as the amount says.
+``MagnitudePruneGroup``, ``LayerwiseMagnitudePruneGroup`` and ``RandomPruneGroup`` name
+the compositions of the lottery-ticket experiments.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +17,24 @@ from typing import Any
 from ._array_api import Array, array_namespace, device
 from .backend import backend_for, plan_cuts
 from .protocol import ParameterHandle, PrunableLayer
+from .scores import ArrayScores
 from .search import Cut
-from .strategy import Amount, Global, Gradual, Magnitude, PerLayer, Random, Rate, Scope, Score, Unit, as_amount
+from .strategy import (
+    NM,
+    Amount,
+    Global,
+    Gradual,
+    Grouped,
+    Magnitude,
+    PerLayer,
+    Random,
+    Rate,
+    Scope,
+    Score,
+    Structure,
+    Unit,
+    as_amount,
+)
 
 __all__ = [
     "LayerwiseMagnitudePruneGroup",
@@ -89,10 +107,14 @@ class PruneGroup:
     amount
         How many weights a round prunes: a ``Rate``, ``Sparsity`` or ``Gradual``; a
         number ``p`` stands for ``Rate(p)``, the fraction of the remaining weights.
+        ``None`` with an ``NM`` structure, which fixes the sparsity.
     score
         What ranks the weights (default ``Magnitude()``): the lowest go first.
     scope
         Over which weights one threshold is shared (default ``Global()``).
+    structure
+        What one unit of pruning is (default: single weights): ``Channels``,
+        ``Blocks`` (scored by their norm, counted by the amount in units) or ``NM``.
 
     Examples
     --------
@@ -108,12 +130,18 @@ class PruneGroup:
     def __init__(
         self,
         layers: Sequence[PrunableLayer],
-        amount: Amount | float,
+        amount: Amount | float | None,
         *,
         score: Score | None = None,
         scope: Scope | None = None,
+        structure: Structure | None = None,
     ) -> None:
-        self.amount = as_amount(amount)
+        self.structure = None if structure is None else _check(structure, Structure, "structure")
+        if isinstance(structure, NM) != (amount is None):
+            raise ValueError(
+                "amount must be None with an NM structure (N:M fixes the sparsity at 1 - n/m), and given otherwise"
+            )
+        self.amount = None if amount is None else as_amount(amount)
         self.score = Magnitude() if score is None else _check(score, Score, "score")
         self.scope = Global() if scope is None else _check(scope, Scope, "scope")
         self.layers = _check_layers(layers)
@@ -183,11 +211,28 @@ class PruneGroup:
             self.score.source(t.weight, Unit(self.layers[t.layer], t.name, j, self.rounds))
             for j, t in enumerate(targets)
         ]
-        cuts: list[Cut] = [Cut(threshold=0.0, ties=0, tied=0, pruned=0)] * len(targets)
-        for picked, count in self.scope.parts([t.layer for t in targets], [t.mask for t in targets], self.amount, step):
-            chosen = plan_cuts([sources[j] for j in picked], [targets[j].mask for j in picked], count, values=values)
-            for j, cut in zip(picked, chosen, strict=True):
-                cuts[j] = cut
+        masks = [t.mask for t in targets]
+        if isinstance(self.structure, NM):
+            cuts = [
+                _replaced(t.mask, self.structure.mask(src.full(), t.mask))
+                for t, src in zip(targets, sources, strict=True)
+            ]
+        elif isinstance(self.structure, Grouped):
+            units = [self.structure.reduce(src.full(), t.mask) for t, src in zip(targets, sources, strict=True)]
+            sources = [ArrayScores(scores, scores, type(self.score).__name__) for scores, _ in units]
+            masks = [kept for _, kept in units]
+        if not isinstance(self.structure, NM):
+            assert self.amount is not None
+            cuts = [Cut(threshold=0.0, ties=0, tied=0, pruned=0)] * len(targets)
+            for picked, count in self.scope.parts([t.layer for t in targets], masks, self.amount, step):
+                chosen = plan_cuts([sources[j] for j in picked], [masks[j] for j in picked], count, values=values)
+                for j, cut in zip(picked, chosen, strict=True):
+                    cuts[j] = cut
+        if isinstance(self.structure, Grouped):
+            cuts = [
+                _replaced(t.mask, self.structure.expand(_new_mask(kept, cut), t.mask))
+                for t, (_, kept), cut in zip(targets, units, cuts, strict=True)
+            ]
         return [_Step(j, t.handle, cut) for j, (t, cut) in enumerate(zip(targets, cuts, strict=True))]
 
     def _commit(self, plan: list[_Step]) -> None:
@@ -206,11 +251,32 @@ class PruneGroup:
 
     def config(self) -> dict[str, Any]:
         """What identifies this group in a saved state."""
-        return {"type": type(self).__name__, **self.amount.config(), **self.score.config(), **self.scope.config()}
+        pieces = [self.amount, self.score, self.scope, self.structure]
+        return {
+            "type": type(self).__name__,
+            **{k: v for piece in pieces if piece is not None for k, v in piece.config().items()},
+        }
 
     def __repr__(self) -> str:
         names = ", ".join(type(layer).__name__ for layer in self.layers)
-        return f"{type(self).__name__}([{names}], {self.amount!r}, score={self.score!r}, scope={self.scope!r})"
+        structure = "" if self.structure is None else f", structure={self.structure!r}"
+        return (
+            f"{type(self).__name__}([{names}], {self.amount!r}, score={self.score!r}, scope={self.scope!r}{structure})"
+        )
+
+
+def _new_mask(mask: Array, cut: Cut) -> Array:
+    """``mask`` after ``cut``."""
+    if cut.everything:
+        return array_namespace(mask).zeros_like(mask)
+    return mask if cut.mask is None else cut.mask
+
+
+def _replaced(old: Array, new: Array) -> Cut:
+    """The cut from mask ``old`` to mask ``new`` (which keeps nothing that ``old`` does not)."""
+    xp = array_namespace(old, new)
+    pruned = int(xp.count_nonzero(old)) - int(xp.count_nonzero(new))
+    return Cut(threshold=math.nan, ties=0, tied=0, pruned=pruned, mask=new if pruned else None)
 
 
 def _check(value: Any, kind: type, name: str) -> Any:

@@ -1,10 +1,10 @@
-"""The pieces a prune group is composed of: a score, a scope and an amount.
+"""The pieces a prune group is composed of: a score, a scope, a structure and an amount.
 
-A group prunes its layers' lowest-scored kept weights (the *score*), chosen over the
-whole group or within parts of it (the *scope*), as many as the *amount* says. Every
-combination selects exactly with ``lotto_core.search``: one threshold per unit of the
-scope, ties broken by parameter order and then flattened (C-order) index, kept NaN
-scores never pruned.
+A group prunes its layers' lowest-scored kept weights (the *score*), or whole channels or
+blocks of them (the *structure*), chosen over the whole group or within parts of it (the
+*scope*), as many as the *amount* says. Every combination selects exactly with
+``lotto_core.search``: one threshold per part of the scope, ties broken by parameter
+order and then flattened (C-order) index, kept NaN scores never pruned.
 
 >>> import numpy as np
 >>> from lotto_core import ArrayLayer, PruneGroup
@@ -23,18 +23,22 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from ._array_api import Array, array_namespace
+from ._array_api import Array, array_namespace, device
 from .protocol import PrunableLayer
 from .rate import exact_rate, prune_count, validate_rate
 from .scores import ArrayScores, MagnitudeScores, RandomScores, ScoreSource
 
 __all__ = [
     "ERK",
+    "NM",
     "SNIP",
     "Amount",
+    "Blocks",
+    "Channels",
     "Global",
     "GraSP",
     "Gradual",
+    "Grouped",
     "Magnitude",
     "PerLayer",
     "Random",
@@ -43,6 +47,7 @@ __all__ = [
     "Score",
     "ScoreFn",
     "Sparsity",
+    "Structure",
     "Uniform",
     "Unit",
 ]
@@ -387,3 +392,162 @@ class ERK(_Distributed):
             if not over:
                 return [Fraction(1) if i in dense else min(Fraction(1), scale * raw[i]) for i in range(len(sizes))]
             dense |= over
+
+
+# --- structures ---------------------------------------------------------------------------
+
+
+class Structure:
+    """What one unit of pruning is: whole output channels, blocks, or N of every M."""
+
+    def config(self) -> dict[str, Any]:
+        return {"structure": type(self).__name__, **{f"structure.{k}": v for k, v in vars(self).items()}}
+
+
+class Grouped(Structure, ABC):
+    """A structure whose units are groups of entries, scored by the L2 norm of their
+    kept entries' scores and selected with the group's scope and amount, which count
+    units: kept units are those with a kept entry."""
+
+    @abstractmethod
+    def reduce(self, scores: Array, mask: Array) -> tuple[Array, Array]:
+        """``(unit scores, units kept)`` of one parameter."""
+
+    @abstractmethod
+    def expand(self, units: Array, mask: Array) -> Array:
+        """The parameter's new mask: ``mask`` where its unit is kept in ``units``."""
+
+
+def _norms(xp: Any, scores: Array, mask: Array, axes: tuple[int, ...]) -> Array:
+    """The L2 norms of the kept scores over ``axes``."""
+    kept = scores if bool(xp.all(mask)) else xp.where(mask, scores, xp.zeros_like(scores))
+    return xp.linalg.vector_norm(kept, axis=axes)
+
+
+def _check_axis(axis: object, name: str) -> None:
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise TypeError(f"{name} must be an int, got {axis!r}")
+
+
+@dataclass(frozen=True)
+class Channels(Grouped):
+    """Whole output channels (neurons): the slices along ``axis`` (0: torch's
+    ``(out, in, ...)`` weights; JAX's NNX kernels are ``(..., in, out)``, ``axis=-1``),
+    each scored by the L2 norm of its scores (Li et al. 2017, *Pruning Filters for
+    Efficient ConvNets*, with magnitude scores)."""
+
+    axis: int = 0
+
+    def __post_init__(self) -> None:
+        _check_axis(self.axis, "axis")
+
+    def _front(self, xp: Any, x: Array) -> Array:
+        axis = self.axis % x.ndim
+        return xp.permute_dims(x, (axis, *[d for d in range(x.ndim) if d != axis]))
+
+    def reduce(self, scores: Array, mask: Array) -> tuple[Array, Array]:
+        xp = array_namespace(scores, mask)
+        if not -mask.ndim <= self.axis < mask.ndim:
+            raise ValueError(f"Channels(axis={self.axis}) does not fit a parameter of shape {tuple(mask.shape)}")
+        s, m = self._front(xp, scores), self._front(xp, mask)
+        rest = tuple(range(1, s.ndim))
+        return (_norms(xp, s, m, rest), xp.any(m, axis=rest)) if rest else (xp.abs(s), m)
+
+    def expand(self, units: Array, mask: Array) -> Array:
+        xp = array_namespace(units, mask)
+        shape = [1] * mask.ndim
+        shape[self.axis % mask.ndim] = mask.shape[self.axis % mask.ndim]
+        return mask & xp.reshape(units, tuple(shape))
+
+
+@dataclass(frozen=True)
+class Blocks(Grouped):
+    """Blocks of ``rows x cols`` of the weight's 2-D view (dimension 0 by the rest
+    flattened), each scored by the L2 norm of its scores; the view's sides must be
+    multiples of the block's."""
+
+    rows: int
+    cols: int
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+    def _blocked(self, xp: Any, x: Array) -> Array:
+        r, c = x.shape[0], math.prod(x.shape[1:])
+        if r % self.rows or c % self.cols:
+            raise ValueError(
+                f"Blocks({self.rows}, {self.cols}) do not tile a {r} x {c} weight (shape {tuple(x.shape)})"
+            )
+        return xp.reshape(x, (r // self.rows, self.rows, c // self.cols, self.cols))
+
+    def reduce(self, scores: Array, mask: Array) -> tuple[Array, Array]:
+        xp = array_namespace(scores, mask)
+        if mask.ndim < 2:
+            raise ValueError(f"Blocks need a weight of 2 or more dimensions, got shape {tuple(mask.shape)}")
+        # each block's entries made adjacent first: a reduction over inner axes runs several times faster
+        m = xp.permute_dims(self._blocked(xp, mask), (0, 2, 1, 3))
+        s = xp.permute_dims(self._blocked(xp, scores), (0, 2, 1, 3))
+        s, m = xp.reshape(s, (*s.shape[:2], -1)), xp.reshape(m, (*m.shape[:2], -1))
+        return _norms(xp, s, m, (2,)), xp.any(m, axis=2)
+
+    def expand(self, units: Array, mask: Array) -> Array:
+        xp = array_namespace(units, mask)
+        blocks = xp.broadcast_to(units[:, None, :, None], self._blocked(xp, mask).shape)
+        return mask & xp.reshape(blocks, mask.shape)
+
+
+@dataclass(frozen=True)
+class NM(Structure):
+    """N:M sparsity (Mishra et al. 2021; Zhou et al. 2021): in every block of ``m``
+    consecutive weights along ``axis``, the input dimension (1: torch's ``(out, in,
+    ...)``; 0 for an NNX ``Linear`` kernel ``(in, out)``, -2 for a ``Conv`` kernel), the
+    ``n`` highest-scored are kept and the others pruned, the earlier of tied scores
+    first; a block with fewer than ``n`` kept keeps them. It fixes the sparsity at
+    ``1 - n/m``, so a group with this structure takes no amount (``2:4`` first: the
+    pattern of NVIDIA's sparse tensor cores)."""
+
+    n: int = 2
+    m: int = 4
+    axis: int = 1
+
+    def __post_init__(self) -> None:
+        _check_axis(self.axis, "axis")
+        for name in ("n", "m"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+        if not 0 < self.n <= self.m:
+            raise ValueError(f"N:M needs 0 < n <= m, got n={self.n}, m={self.m}")
+
+    def mask(self, scores: Array, mask: Array) -> Array:
+        """The new mask of one parameter."""
+        xp = array_namespace(scores, mask)
+        if not -mask.ndim <= self.axis < mask.ndim:
+            raise ValueError(f"NM(axis={self.axis}) does not fit a parameter of shape {tuple(mask.shape)}")
+        axis = self.axis % mask.ndim
+        if mask.shape[axis] % self.m:
+            shape = tuple(mask.shape)
+            raise ValueError(
+                f"NM({self.n}, {self.m}) needs dimension {axis} of shape {shape} to be a multiple of {self.m}"
+            )
+        order = (*[d for d in range(mask.ndim) if d != axis], axis)
+        back = tuple(order.index(d) for d in range(mask.ndim))
+        s, m = xp.permute_dims(scores, order), xp.permute_dims(mask, order)
+        blocked = (*s.shape[:-1], s.shape[-1] // self.m, self.m)
+        s, m = xp.reshape(s, blocked), xp.reshape(m, blocked)
+        low = xp.asarray(-xp.inf, dtype=s.dtype, device=device(s))
+        high = xp.asarray(xp.inf, dtype=s.dtype, device=device(s))
+        # pruned entries rank lowest (they stay pruned first), kept NaN highest (never pruned)
+        s = xp.where(m, xp.where(xp.isnan(s), high, s), low)
+        # an entry's rank in its block: the entries below it, and the earlier ones equal to it
+        # (one elementwise pass per position: the Array API has no top-k, and two argsorts cost 5x more)
+        rank = xp.zeros(s.shape, dtype=xp.int32, device=device(s))
+        position = xp.arange(self.m, device=device(s))
+        for i in range(self.m):
+            other = s[..., i : i + 1]
+            rank += xp.astype((other < s) | ((other == s) & (position > i)), xp.int32)
+        keep = m & (rank >= self.m - self.n)
+        return xp.permute_dims(xp.reshape(keep, tuple(mask.shape[d] for d in order)), back)

@@ -16,7 +16,10 @@ Examples
 
 from lotto_core import (
     ERK,
+    NM,
     SNIP,
+    Blocks,
+    Channels,
     Global,
     Gradual,
     GraSP,
@@ -65,8 +68,11 @@ from .sparse import SparseLinear, SparseStored, SparseWeight, sparsify, to_scipy
 
 __all__ = [
     "ERK",
+    "NM",
     "PRUNABLE_TYPES",
     "SNIP",
+    "Blocks",
+    "Channels",
     "Global",
     "GraSP",
     "Gradual",

@@ -17,7 +17,10 @@ Examples
 
 from lotto_core import (
     ERK,
+    NM,
     SNIP,
+    Blocks,
+    Channels,
     Global,
     Gradual,
     GraSP,
@@ -75,8 +78,11 @@ from .sparse import SparseLinear, SparseStored, sparsify, to_scipy
 
 __all__ = [
     "ERK",
+    "NM",
     "PRUNABLE_TYPES",
     "SNIP",
+    "Blocks",
+    "Channels",
     "Global",
     "GraSP",
     "Gradual",

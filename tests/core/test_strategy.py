@@ -234,3 +234,87 @@ def test_a_composed_group_names_its_pieces_in_a_saved_state(xp, device):
     other = Pruner([PruneGroup(layers, Sparsity(0.5), score=Random(seed=3), scope=PerLayer())])
     with pytest.raises(ValueError, match="config"):
         other.load_state_dict(pruner.state_dict())
+
+
+def _nm_reference(w: np.ndarray, kept: np.ndarray, n: int, m: int) -> np.ndarray:
+    """Along axis 1, in every block of m: keep the n highest |w| of the kept entries."""
+    out = kept.copy()
+    moved_w, moved_k = np.moveaxis(np.abs(w), 1, -1), np.moveaxis(out, 1, -1)
+    for index in np.ndindex(moved_w.shape[:-1]):
+        for start in range(0, moved_w.shape[-1], m):
+            block = [j for j in range(start, start + m) if moved_k[index][j]]
+            ranked = sorted(block, key=lambda j: (moved_w[index][j], j))
+            for j in ranked[: max(0, len(block) - n)]:
+                moved_k[(*index, j)] = False
+    return out
+
+
+@given(
+    shape=st.tuples(st.integers(1, 3), st.sampled_from([4, 8, 12]), st.integers(1, 3)),
+    nm=st.sampled_from([(2, 4), (1, 4), (4, 8), (3, 4)]),
+    data=st.data(),
+)
+def test_n_of_every_m_matches_the_brute_force(xp, device, shape, nm, data):
+    from lotto_core.strategy import NM
+
+    n, m = nm
+    if shape[1] % m:
+        shape = (shape[0], m, shape[2])
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    w = rng.integers(-3, 4, shape).astype(np.float32)  # many ties
+    kept = rng.random(shape) < 0.9
+    layer = layers_of(xp, device, [w])[0]
+    layer.params["w"].set_mask(xp.asarray(kept, device=device))
+    PruneGroup([layer], None, structure=NM(n, m)).prune()
+    want = _nm_reference(w * kept, kept, n, m)
+    np.testing.assert_array_equal(masks([layer])[0], want)
+    assert (values([layer])[0][~want] == 0).all()
+
+
+def _unit_reference(norms: list[np.ndarray], kept: list[np.ndarray], k: int) -> list[np.ndarray]:
+    order = sorted(
+        (float(v), i, j) for i, (n, u) in enumerate(zip(norms, kept, strict=True)) for j, v in enumerate(n) if u[j]
+    )
+    out = [u.copy() for u in kept]
+    for _, i, j in order[:k]:
+        out[i][j] = False
+    return out
+
+
+def test_channels_and_blocks_are_scored_by_their_norm(xp, device):
+    from lotto_core.strategy import Blocks, Channels
+
+    rng = np.random.default_rng(5)
+    weights = [rng.standard_normal((6, 4, 3)).astype(np.float32), rng.standard_normal((4, 8)).astype(np.float32)]
+    weights[1][2] = weights[1][0]  # a tied channel: the earlier goes first
+    layers = layers_of(xp, device, [w.copy() for w in weights])  # NumPy layers write into their arrays
+    PruneGroup(layers, Rate(0.5), structure=Channels()).prune()  # 5 of the 10 channels
+    norms = [np.sqrt((w.reshape(w.shape[0], -1) ** 2).sum(axis=1)) for w in weights]
+    want = _unit_reference(norms, [np.ones(6, bool), np.ones(4, bool)], 5)
+    for got, w, u in zip(masks(layers), weights, want, strict=True):
+        np.testing.assert_array_equal(got, np.broadcast_to(u.reshape((-1,) + (1,) * (w.ndim - 1)), w.shape))
+
+    layers = layers_of(xp, device, [weights[1].copy()])
+    PruneGroup(layers, Sparsity(0.5), structure=Blocks(2, 4)).prune()  # 2 of the 4 blocks of 2 x 4
+    blocks = weights[1].reshape(2, 2, 2, 4)
+    norms = np.sqrt((blocks**2).sum(axis=(1, 3))).ravel()
+    (keep,) = _unit_reference([norms], [np.ones(4, bool)], 2)
+    want = np.broadcast_to(keep.reshape(2, 1, 2, 1), (2, 2, 2, 4)).reshape(4, 8)
+    np.testing.assert_array_equal(masks(layers)[0], want)
+
+
+def test_structures_refuse_what_they_cannot_tile(xp, device):
+    from lotto_core.strategy import NM, Blocks, Channels
+
+    layer = layers_of(xp, device, [np.ones((3, 6))])[0]
+    with pytest.raises(ValueError, match="multiple of 4"):
+        PruneGroup([layer], None, structure=NM(2, 4)).prune()
+    with pytest.raises(ValueError, match="do not tile"):
+        PruneGroup([layer], 0.5, structure=Blocks(2, 2)).prune()
+    with pytest.raises(ValueError, match="axis=2"):
+        PruneGroup([layer], 0.5, structure=Channels(axis=2)).prune()
+    with pytest.raises(ValueError, match="amount must be None"):
+        PruneGroup([layer], 0.5, structure=NM(2, 4))
+    with pytest.raises(ValueError, match="n <= m"):
+        NM(5, 4)
+    assert masks([layer])[0].all()

@@ -112,3 +112,13 @@ def test_erk_shares_the_same_on_nnx_and_numpy() -> None:
     PruneGroup(numpy_layers, Sparsity(0.7), scope=ERK()).prune()
     for layer, reference in zip((model.l1, model.l2), numpy_layers, strict=True):
         np.testing.assert_array_equal(np.asarray(layer.kernel_mask[...]), reference.params["w"].mask)
+
+
+def test_two_of_four_along_an_nnx_kernels_input_axis() -> None:
+    from lotto_backends.jax import NM
+
+    model = _Net(nnx.Rngs(0))
+    PruneGroup([model.l1], None, structure=NM(2, 4, axis=0)).prune()  # NNX kernels are (in, out)
+    blocks = np.asarray(model.l1.kernel_mask[...]).reshape(3, 4, 24)
+    assert (blocks.sum(axis=1) == 2).all()
+    assert bool((model.l1.kernel[...][~model.l1.kernel_mask[...]] == 0).all())

@@ -75,3 +75,16 @@ def test_erk_over_convolutions_keeps_the_target_exactly() -> None:
     density = [k / n for k, n in zip(kept, sizes, strict=True)]
     # ERK ratios (32+10)/320 > (16+3+3+3)/432 > (32+16+3+3)/4608: the linear layer ends up dense
     assert density[2] == 1.0 > density[0] > density[1]
+
+
+def test_two_of_four_along_the_input_dimension() -> None:
+    from lotto_backends.torch import NM
+
+    layer = _mlp()[0]
+    w = layer.weight.detach().clone()
+    PruneGroup([layer], None, structure=NM(2, 4)).prune()
+    blocks = layer.weight_mask.reshape(30, 5, 4)
+    assert bool((blocks.sum(dim=-1) == 2).all())  # exactly 2 kept in every block of 4 inputs
+    kept_min = torch.where(blocks, w.abs().reshape(30, 5, 4), torch.inf).amin(dim=-1)
+    pruned_max = torch.where(~blocks, w.abs().reshape(30, 5, 4), -torch.inf).amax(dim=-1)
+    assert bool((kept_min >= pruned_max).all())
