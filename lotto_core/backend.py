@@ -91,12 +91,7 @@ def backend_for(array: Array) -> Backend:
 
 
 def plan_cuts(
-    sources: Sequence[ScoreSource],
-    masks: Sequence[Array],
-    amount: float | Count,
-    *,
-    backend: Backend | None = None,
-    values: bool = False,
+    sources: Sequence[ScoreSource], masks: Sequence[Array], amount: float | Count, *, backend: Backend | None = None
 ) -> list[Cut]:
     """Decide, without writing anything, which kept entries of a group one round prunes,
     with one shared threshold (``lotto_core.search``): exactly ``prune_count(p, kept)``
@@ -111,9 +106,20 @@ def plan_cuts(
         The rate ``p`` in [0, 1), or ``count(kept, size) -> k``.
     backend
         Whose passes run: by default the backend of the masks' arrays (``backend_for``).
-    values
-        The round is written right after: passes may attach new weights (``Cut.values``).
     """
+    return _plan_cuts(sources, masks, amount, backend, values=False)
+
+
+def _plan_cuts(
+    sources: Sequence[ScoreSource],
+    masks: Sequence[Array],
+    amount: float | Count,
+    backend: Backend | None,
+    *,
+    values: bool,
+) -> list[Cut]:
+    """``plan_cuts``; ``values``: the round is written right after, so the passes may
+    attach new weights (``Cut.values``)."""
     live = [i for i, m in enumerate(masks) if math.prod(m.shape) > 0]
     cuts = [NOTHING] * len(masks)
     if live:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._array_api import Array, array_namespace, device
-from .backend import backend_for, plan_cuts
+from .backend import _plan_cuts, backend_for
 from .protocol import ParameterHandle, PrunableLayer
 from .scores import ArrayScores
 from .search import Cut
@@ -32,7 +32,7 @@ from .strategy import (
     Scope,
     Score,
     Structure,
-    Unit,
+    Where,
     as_amount,
 )
 
@@ -208,7 +208,7 @@ class PruneGroup:
         the round is written right after, so the passes may write new weights too."""
         targets = self.targets()
         sources = [
-            self.score.source(t.weight, Unit(self.layers[t.layer], t.name, j, self.rounds))
+            self.score.source(t.weight, Where(self.layers[t.layer], t.name, j, self.rounds))
             for j, t in enumerate(targets)
         ]
         masks = [t.mask for t in targets]
@@ -225,7 +225,9 @@ class PruneGroup:
             assert self.amount is not None
             cuts = [Cut(threshold=0.0, ties=0, tied=0, pruned=0)] * len(targets)
             for picked, count in self.scope.parts([t.layer for t in targets], masks, self.amount, step):
-                chosen = plan_cuts([sources[j] for j in picked], [masks[j] for j in picked], count, values=values)
+                chosen = _plan_cuts(
+                    [sources[j] for j in picked], [masks[j] for j in picked], count, None, values=values
+                )
                 for j, cut in zip(picked, chosen, strict=True):
                     cuts[j] = cut
         if isinstance(self.structure, Grouped):

@@ -49,7 +49,7 @@ __all__ = [
     "Sparsity",
     "Structure",
     "Uniform",
-    "Unit",
+    "Where",
 ]
 
 
@@ -169,7 +169,7 @@ def as_amount(amount: object) -> Amount:
 
 
 @dataclass(frozen=True)
-class Unit:
+class Where:
     """Where a score is computed: the group's ``index``-th prunable parameter, ``name``
     of ``layer``, in the group's ``round``-th round."""
 
@@ -183,7 +183,7 @@ class Score(ABC):
     """What ranks a weight: the lowest-scored kept weights go first."""
 
     @abstractmethod
-    def source(self, weight: Array, where: Unit) -> ScoreSource:
+    def source(self, weight: Array, where: Where) -> ScoreSource:
         """The scores of ``weight``, the parameter at ``where``."""
 
     def config(self) -> dict[str, Any]:
@@ -196,7 +196,7 @@ class Magnitude(Score):
     """``|w|`` (Han et al. 2015; Frankle & Carbin 2019, *The Lottery Ticket Hypothesis*).
     A kept weight that is exactly 0 has the lowest score, so it goes first."""
 
-    def source(self, weight: Array, where: Unit) -> ScoreSource:
+    def source(self, weight: Array, where: Where) -> ScoreSource:
         return MagnitudeScores(weight)
 
 
@@ -215,7 +215,7 @@ class Random(Score):
         if self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
 
-    def source(self, weight: Array, where: Unit) -> ScoreSource:
+    def source(self, weight: Array, where: Where) -> ScoreSource:
         return RandomScores(weight, (self.seed, where.round, where.index))
 
 
@@ -246,7 +246,7 @@ class ScoreFn(Score):
 
     fn: ScoreFunction
 
-    def source(self, weight: Array, where: Unit) -> ScoreSource:
+    def source(self, weight: Array, where: Where) -> ScoreSource:
         return ArrayScores(weight, self.fn(weight, layer=where.layer, name=where.name), type(self).__name__)
 
 
@@ -263,7 +263,7 @@ class SNIP(Score):
 
     gradient: GradientFunction
 
-    def source(self, weight: Array, where: Unit) -> ScoreSource:
+    def source(self, weight: Array, where: Where) -> ScoreSource:
         xp = array_namespace(weight)
         return ArrayScores(weight, xp.abs(weight * self.gradient(where.layer, where.name)), "SNIP")
 
@@ -278,7 +278,7 @@ class GraSP(Score):
 
     hessian_gradient: GradientFunction
 
-    def source(self, weight: Array, where: Unit) -> ScoreSource:
+    def source(self, weight: Array, where: Where) -> ScoreSource:
         return ArrayScores(weight, weight * self.hessian_gradient(where.layer, where.name), "GraSP")
 
 

@@ -22,8 +22,7 @@ from lotto_backends.jax._backend import JaxBackend
 from lotto_backends.jax._passes import XLAPasses
 from lotto_backends.jax._write import zero_pruned
 from lotto_core import ArrayLayer, MagnitudePruneGroup, RandomPruneGroup
-from lotto_core.backend import ArrayAPIBackend
-from lotto_core.backend import plan_cuts as core_plan
+from lotto_core.backend import ArrayAPIBackend, _plan_cuts
 from lotto_core.scores import MagnitudeScores
 from lotto_core.search import Cut
 
@@ -40,11 +39,11 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
 
 
 def plan_cuts(sources: list, masks: list, p: float, values: bool = False) -> list[Cut]:
-    return core_plan(sources, masks, p, backend=JaxBackend(), values=values)
+    return _plan_cuts(sources, masks, p, JaxBackend(), values=values)
 
 
 def core_plan_cuts(sources: list, masks: list, p: float) -> list[Cut]:
-    return core_plan(sources, masks, p, backend=ArrayAPIBackend())
+    return _plan_cuts(sources, masks, p, ArrayAPIBackend(), values=False)
 
 
 def _new_mask(mask: np.ndarray, cut: Cut) -> np.ndarray:
