@@ -28,6 +28,7 @@ from .strategy import (
     Rate,
     ScoreFn,
     Sparsity,
+    SynFlow,
     Uniform,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "ScoreFn",
     "Sparsity",
     "SparsityReport",
+    "SynFlow",
     "Uniform",
     "csr_components",
     "layers_to_scipy",

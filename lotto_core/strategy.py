@@ -48,6 +48,7 @@ __all__ = [
     "ScoreFn",
     "Sparsity",
     "Structure",
+    "SynFlow",
     "Uniform",
     "Where",
 ]
@@ -266,6 +267,23 @@ class SNIP(Score):
     def source(self, weight: Array, where: Where) -> ScoreSource:
         xp = array_namespace(weight)
         return ArrayScores(weight, xp.abs(weight * self.gradient(where.layer, where.name)), "SNIP")
+
+
+@dataclass(frozen=True)
+class SynFlow(Score):
+    """Synaptic flow ``|w * dR/dw|`` (Tanaka et al. 2020, *Pruning neural networks
+    without any data by iteratively conserving synaptic flow*), ``R`` the sum of the
+    outputs of the network with every parameter replaced by its absolute value on an
+    input of ones: data-free. ``flow(layer, name)`` gives ``dR/dw``; the backends'
+    ``synaptic_flow(model, inputs)`` computes it. SynFlow is iterative: recompute the
+    flow and prune to ``Sparsity(1 - (1 - s) ** (k / n))`` for ``k = 1 .. n`` (the paper
+    uses ``n = 100``), so that no layer collapses."""
+
+    flow: GradientFunction
+
+    def source(self, weight: Array, where: Where) -> ScoreSource:
+        xp = array_namespace(weight)
+        return ArrayScores(weight, xp.abs(weight * self.flow(where.layer, where.name)), "SynFlow")
 
 
 @dataclass(frozen=True)

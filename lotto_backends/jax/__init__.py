@@ -34,6 +34,7 @@ from lotto_core import (
     ScoreFn,
     Sparsity,
     SparsityReport,
+    SynFlow,
     Uniform,
 )
 
@@ -65,6 +66,7 @@ from .layers import (
 from .optimizer import Optimizer, model_masks
 from .pruner import ModelRest, Pruner
 from .sparse import SparseLinear, SparseStored, SparseWeight, sparsify, to_scipy
+from .synflow import synaptic_flow
 
 __all__ = [
     "ERK",
@@ -113,10 +115,12 @@ __all__ = [
     "SparseWeight",
     "Sparsity",
     "SparsityReport",
+    "SynFlow",
     "Uniform",
     "make_prunable",
     "model_masks",
     "sparsify",
+    "synaptic_flow",
     "to_scipy",
 ]
 

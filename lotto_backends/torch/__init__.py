@@ -35,6 +35,7 @@ from lotto_core import (
     ScoreFn,
     Sparsity,
     SparsityReport,
+    SynFlow,
     Uniform,
 )
 
@@ -75,6 +76,7 @@ from .layers import (
 )
 from .pruner import ModelRest, Pruner
 from .sparse import SparseLinear, SparseStored, sparsify, to_scipy
+from .synflow import synaptic_flow
 
 __all__ = [
     "ERK",
@@ -128,6 +130,7 @@ __all__ = [
     "SparseStored",
     "Sparsity",
     "SparsityReport",
+    "SynFlow",
     "TorchParameterHandle",
     "Uniform",
     "dense_layers",
@@ -136,6 +139,7 @@ __all__ = [
     "register_prunable",
     "remask",
     "sparsify",
+    "synaptic_flow",
     "to_scipy",
 ]
 

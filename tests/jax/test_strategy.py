@@ -122,3 +122,23 @@ def test_two_of_four_along_an_nnx_kernels_input_axis() -> None:
     blocks = np.asarray(model.l1.kernel_mask[...]).reshape(3, 4, 24)
     assert (blocks.sum(axis=1) == 2).all()
     assert bool((model.l1.kernel[...][~model.l1.kernel_mask[...]] == 0).all())
+
+
+def test_synflow_gradient_of_an_nnx_model() -> None:
+    from lotto_backends.jax import SynFlow, synaptic_flow
+
+    model = _Net(nnx.Rngs(0))
+    kernel = np.asarray(model.l1.kernel[...]).copy()
+    flow = synaptic_flow(model, jnp.zeros((5, 12)))
+    np.testing.assert_array_equal(np.asarray(model.l1.kernel[...]), kernel)  # the model is not changed
+
+    def by_hand(w1: jax.Array, w2: jax.Array) -> jax.Array:
+        b1, b2 = jnp.abs(model.l1.bias[...]), jnp.abs(model.l2.bias[...])
+        return (jax.nn.relu(jnp.ones((5, 12)) @ jnp.abs(w1) + b1) @ jnp.abs(w2) + b2).sum()
+
+    w1, w2 = jnp.abs(model.l1.kernel[...]), jnp.abs(model.l2.kernel[...])
+    g1, g2 = jax.grad(by_hand, argnums=(0, 1))(w1, w2)
+    np.testing.assert_allclose(np.asarray(flow(model.l1, "kernel")), np.asarray(g1), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(flow(model.l2, "kernel")), np.asarray(g2), rtol=1e-6)
+    PruneGroup([model.l1, model.l2], Sparsity(0.5), score=SynFlow(flow)).prune()
+    assert int(model.l1.kernel_mask[...].sum()) + int(model.l2.kernel_mask[...].sum()) == (12 * 24 + 24 * 4) // 2

@@ -88,3 +88,32 @@ def test_two_of_four_along_the_input_dimension() -> None:
     kept_min = torch.where(blocks, w.abs().reshape(30, 5, 4), torch.inf).amin(dim=-1)
     pruned_max = torch.where(~blocks, w.abs().reshape(30, 5, 4), -torch.inf).amax(dim=-1)
     assert bool((kept_min >= pruned_max).all())
+
+
+def test_synflow_prunes_iteratively_without_data_and_leaves_the_model_as_it_was() -> None:
+    from lotto_backends.torch import SynFlow, synaptic_flow
+
+    model = _mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(8, 20)
+    flow = synaptic_flow(model, x)
+    for key, value in model.state_dict().items():  # weights, masks, rewind points unchanged
+        assert torch.equal(value, before[key]), key
+    assert model.training
+    # the flow by hand: every parameter absolute, an input of ones, dR/dW1
+    w1, b1, w2, b2 = (
+        p.detach().abs().requires_grad_() for p in (model[0].weight, model[0].bias, model[2].weight, model[2].bias)
+    )
+    torch.relu(torch.ones(8, 20) @ w1.T + b1).matmul(w2.T).add(b2).sum().backward()
+    assert torch.allclose(flow(model[0], "weight"), w1.grad)
+    assert torch.allclose(flow(model[2], "weight"), w2.grad)
+
+    layers = [model[0], model[2]]
+    n = 10
+    for k in range(1, n + 1):  # the paper's exponential schedule to 99% sparsity
+        score = SynFlow(synaptic_flow(model, x))
+        PruneGroup(layers, Sparsity(1 - 0.01 ** (k / n)), score=score).prune()
+    kept = [int(layer.weight_mask.sum()) for layer in layers]
+    total = sum(layer.weight.numel() for layer in layers)
+    assert sum(kept) == total - math.ceil((1 - 0.01) * total)
+    assert min(kept) > 0  # no layer collapses

@@ -1,0 +1,45 @@
+"""SynFlow's gradient for Flax NNX models: data-free pruning at initialization."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = ["synaptic_flow"]
+
+
+def synaptic_flow(model: nnx.Module, inputs: jax.Array) -> Callable[[Any, str], jax.Array]:
+    """``dR/dw`` for every ``nnx.Param`` of ``model``, for ``lotto_core.strategy.SynFlow``:
+    ``R`` is the sum of the outputs of a copy of the model in eval mode with every
+    parameter replaced by its absolute value (pruned weights stay 0), on an input of ones
+    shaped like ``inputs`` (Tanaka et al. 2020). ``model`` itself is not changed.
+
+    Returns
+    -------
+    callable
+        ``flow(layer, name)``: the gradient of ``layer``'s parameter ``name``, for the
+        layers of ``model``.
+    """
+    graphdef, params, *rest = nnx.split(model, nnx.Param, ...)
+    ones = jnp.ones_like(inputs)
+
+    def flow_sum(p: Any) -> jax.Array:
+        copy = nnx.merge(graphdef, p, *rest)
+        copy.eval()
+        out: jax.Array = copy(ones).sum()
+        return out
+
+    grads = jax.grad(flow_sum)(jax.tree.map(jnp.abs, params))
+    flat = {tuple(path): leaf for path, leaf in nnx.to_flat_state(grads)}
+    where = {id(node): tuple(path) for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)}
+
+    def flow(layer: Any, name: str) -> jax.Array:
+        value = flat[(*where[id(layer)], name)]
+        array: jax.Array = value.get_value() if isinstance(value, nnx.Variable) else value
+        return array
+
+    return flow
