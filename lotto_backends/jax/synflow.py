@@ -29,7 +29,7 @@ def synaptic_flow(model: nnx.Module, inputs: jax.Array) -> Callable[[Any, str], 
 
     def flow_sum(p: Any) -> jax.Array:
         copy = nnx.merge(graphdef, p, *rest)
-        copy.eval()
+        copy.eval()  # type: ignore[no-untyped-call]
         out: jax.Array = copy(ones).sum()
         return out
 
