@@ -18,6 +18,7 @@ from typing import IO, Any, Protocol, runtime_checkable
 import numpy as np
 
 from lotto_core import PrunableLayer
+from lotto_core.strategy import Score
 
 from .data import Dataset
 
@@ -79,6 +80,12 @@ class Backend(Protocol):
 
     def evaluate(self, model: Any, arrays: Any, split: str) -> tuple[float, float]:
         """Mean cross-entropy and accuracy on ``split`` (``"val"`` or ``"test"``)."""
+        ...
+
+    def score(self, model: Any, method: str, arrays: Any, index: np.ndarray) -> Score:
+        """The score of a pruning-at-initialization method (``"snip"``, ``"grasp"``: the
+        loss on the training samples ``index``; ``"synflow"``: no data) on ``model`` as
+        it is now."""
         ...
 
     def model_state(self, model: Any) -> Any:

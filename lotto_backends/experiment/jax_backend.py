@@ -33,7 +33,8 @@ import optax
 from flax import nnx
 from jax.experimental import sparse as jsparse
 
-from lotto_backends.jax import PrunableConv, PrunableLinear, PrunableModule, sparsify
+from lotto_backends.jax import PrunableConv, PrunableLinear, PrunableModule, layer_gradients, sparsify, synaptic_flow
+from lotto_core.strategy import SNIP, GraSP, Score, SynFlow
 
 from . import models
 from .data import Dataset
@@ -136,6 +137,25 @@ class JaxBackend:
             correct += int(chunk_correct)
         n = arrays.sizes[split]
         return loss / n, correct / n
+
+    def score(self, model: nnx.Sequential, method: str, arrays: JaxArrays, index: np.ndarray) -> Score:
+        x, y = arrays.train
+        if method == "synflow":
+            return SynFlow(synaptic_flow(model, x[:1]))
+        graphdef, params, *rest = nnx.split(model, nnx.Param, ...)
+        batch_x, batch_y = x[index], y[index]
+        # GraSP: the logits divided by its temperature (models.GRASP_TEMPERATURE)
+        temperature = 1.0 if method == "snip" else models.GRASP_TEMPERATURE
+
+        def loss(p: Any) -> jax.Array:
+            logits = nnx.merge(graphdef, p, *rest)(batch_x) / temperature
+            return optax.softmax_cross_entropy_with_integer_labels(logits, batch_y).mean()
+
+        grads = jax.grad(loss)(params)
+        if method == "snip":
+            return SNIP(layer_gradients(model, grads))
+        _, hessian_gradient = jax.jvp(jax.grad(loss), (params,), (grads,))  # the Hessian times the gradient
+        return GraSP(layer_gradients(model, hessian_gradient))
 
     def model_state(self, model: nnx.Module) -> dict[str, Any]:
         """Every variable of ``model`` (weights, masks, rewind points) by dotted path."""

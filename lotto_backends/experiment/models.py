@@ -44,3 +44,8 @@ def cnn_lengths(n_features: int) -> list[int]:
             raise ValueError(f"--model cnn needs inputs of at least 3 features, got {n_features}")
         lengths.append(n)
     return lengths
+
+
+GRASP_TEMPERATURE = 200.0
+"""GraSP's logits are divided by this before its loss (the temperature of Wang et al.'s
+code): a near-uniform softmax, without which its scores prune far worse than at random."""

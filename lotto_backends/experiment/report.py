@@ -19,8 +19,27 @@ __all__ = ["PLOT", "RESULTS_CSV", "RESULTS_JSON", "round_line", "table", "write_
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 PLOT = "accuracy_vs_sparsity.png"
-LABELS = {"ticket": "winning ticket", "reinit": "random reinit", "random": "random pruning"}
-_COLORS = {"ticket": "tab:blue", "reinit": "tab:orange", "random": "tab:green"}
+LABELS = {
+    "ticket": "winning ticket",
+    "reinit": "random reinit",
+    "random": "random pruning",
+    "snip": "SNIP at init",
+    "grasp": "GraSP at init",
+    "synflow": "SynFlow at init",
+}
+_COLORS = {
+    "ticket": "tab:blue",
+    "reinit": "tab:orange",
+    "random": "tab:green",
+    "snip": "tab:red",
+    "grasp": "tab:purple",
+    "synflow": "tab:brown",
+}
+
+
+def _runs(row: Mapping[str, Any]) -> list[str]:
+    """The networks that a record or summary row holds, in the order of ``LABELS``."""
+    return [run for run in LABELS if run in row]
 
 
 def _pct(x: float) -> str:
@@ -45,7 +64,7 @@ def round_line(seed: int, rounds: int, record: Mapping[str, Any]) -> str:
         )
     parts = [
         f"{LABELS[run]} {_pct(record[run]['es_test_accuracy'])} (end {_pct(record[run]['final_test_accuracy'])})"
-        for run in ("ticket", "reinit", "random")
+        for run in _runs(record)
     ]
     return f"{head}: {_pct(ticket['remaining'])} of weights remain | " + " | ".join(parts)
 
@@ -60,16 +79,17 @@ def _cell(stats: Mapping[str, float] | None, seeds: int) -> str:
 
 def table(results: Mapping[str, Any]) -> str:
     """The final table: per round the remaining weights and the test accuracy (%) of the
-    ticket and both controls, at early stopping and at the end of training (mean ± sample
+    ticket, both controls and any pruning at initialization, at early stopping and at the end of training (mean ± sample
     standard deviation over seeds when there are several), and the sparse model's size."""
     seeds = len(results["seeds"])
     head = ["round", "remaining"]
-    for run in ("ticket", "reinit", "random"):
+    shown = _runs(results["summary"][0])
+    for run in shown:
         head += [f"{LABELS[run]} (es)", "(end)"]
     rows = [head]
     for row in results["summary"]:
         cells = [str(row["round"]), f"{100 * row['remaining']:.2f}%"]
-        for run in ("ticket", "reinit", "random"):
+        for run in shown:
             figures = row[run]
             for key in ("es_test_accuracy", "final_test_accuracy"):
                 cells.append(_cell(None if figures is None else figures[key], seeds))
@@ -108,7 +128,7 @@ def write_reports(out: pathlib.Path, results: Mapping[str, Any]) -> list[pathlib
 
 def _plot(results: Mapping[str, Any], path: pathlib.Path) -> None:
     """Test accuracy against the remaining weights (log scale, falling to the right) for
-    the three runs, at early stopping and at the end of training, with the dense
+    every network, at early stopping and at the end of training, with the dense
     accuracy as a reference line and the range over seeds as a band."""
     from matplotlib.figure import Figure  # pyplot is not needed: no global figure state
 
@@ -125,7 +145,7 @@ def _plot(results: Mapping[str, Any], path: pathlib.Path) -> None:
     ):
         dense = summary[0]["ticket"][key]["mean"]
         ax.axhline(100 * dense, color="gray", linestyle="--", linewidth=1, label="dense")
-        for run in ("ticket", "reinit", "random"):
+        for run in _runs(summary[0]):
             stats = [row[run][key] for row in pruned]
             color = _COLORS[run]
             ax.plot(remaining, [100 * s["mean"] for s in stats], marker="o", color=color, label=LABELS[run])

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .data import Dataset
-from .runner import RUNS, Settings
+from .runner import ALL_RUNS, Settings, runs
 
 __all__ = ["FIGURES", "RESULTS_FORMAT", "csv_rows", "summarize"]
 
@@ -43,9 +43,9 @@ def summarize(settings: Settings, dataset: Dataset, outcome: Mapping[int, Mappin
             "total": ticket["total"],
             "remaining": ticket["remaining"],
         }
-        for run in RUNS:
-            runs = [record[run] for record in records]
-            row[run] = None if runs[0] is None else {f: _stats([r[f] for r in runs]) for f in FIGURES}
+        for run in runs(settings):
+            figures = [record[run] for record in records]
+            row[run] = None if figures[0] is None else {f: _stats([r[f] for r in figures]) for f in FIGURES}
         summary.append(row)
     return {
         "format": RESULTS_FORMAT,
@@ -64,8 +64,8 @@ def csv_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for seed, records in results["runs"].items():
         for record in records:
-            for run in RUNS:
-                figures = record[run]
+            for run in ALL_RUNS:
+                figures = record.get(run)
                 if figures is not None:
                     rows.append(
                         {"seed": int(seed), "round": record["round"], "run": run}

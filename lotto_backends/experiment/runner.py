@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import pathlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -34,21 +35,29 @@ from typing import Any
 
 import numpy as np
 
-from lotto_core import MagnitudePruneGroup, Pruner, RandomPruneGroup
+from lotto_core import MagnitudePruneGroup, PruneGroup, Pruner, RandomPruneGroup
+from lotto_core.strategy import Amount
 
 from .atomic import remove_stale_temporaries, write_bytes_atomic, write_text_atomic
 from .backend import Backend
 from .data import Dataset
 from .training import Schedule, TrainResult, train
 
-__all__ = ["ResumeError", "Settings", "check_settings", "derive_seed", "run", "state_path"]
+__all__ = ["AT_INIT", "METHODS", "ResumeError", "Settings", "check_settings", "derive_seed", "run", "state_path"]
 
 STATE_FORMAT = "lotto.experiment/1"
 RUNS = ("ticket", "reinit", "random")
-"""The three networks of a round: the winning ticket, its random re-initialization, and
-random pruning at the same sparsity."""
+"""The three networks of every round: the winning ticket, its random re-initialization,
+and random pruning at the same sparsity."""
+AT_INIT = ("snip", "grasp", "synflow")
+"""The pruning-at-initialization methods that ``--method`` adds as a fourth network."""
+METHODS = ("magnitude", *AT_INIT, "random")
+"""``--method``: magnitude (the ticket) and random (its control) run in every experiment."""
+ALL_RUNS = RUNS + AT_INIT
+SYNFLOW_ITERATIONS = 100
+"""SynFlow's pruning iterations per round (Tanaka et al. 2020)."""
 
-_INIT, _TRAIN, _REINIT, _RANDOM_PRUNE = range(4)
+_INIT, _TRAIN, _REINIT, _RANDOM_PRUNE, _AT_INIT = range(5)
 
 
 class ResumeError(RuntimeError):
@@ -70,6 +79,7 @@ class Settings:
     epochs: int
     batch_size: int
     lr: float
+    method: str = "magnitude"
 
     @property
     def seed_list(self) -> list[int]:
@@ -90,6 +100,12 @@ class Settings:
         return asdict(self)
 
 
+def runs(settings: Settings) -> tuple[str, ...]:
+    """The networks of each pruning round: the ticket, its controls, and the
+    pruning-at-initialization method of ``--method``, if any."""
+    return RUNS + ((settings.method,) if settings.method in AT_INIT else ())
+
+
 def check_settings(settings: Settings, dataset: Dataset) -> None:
     """Checks that need the data: the late-rewinding step must fall inside one training.
 
@@ -98,6 +114,8 @@ def check_settings(settings: Settings, dataset: Dataset) -> None:
     ValueError
         Naming the option and the allowed range.
     """
+    if settings.method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {settings.method!r}")
     steps = settings.schedule(dataset).steps
     if settings.rewind_step >= steps:
         raise ValueError(
@@ -282,12 +300,31 @@ def _pruner(backend: Backend, model: Any, rate: float, random_seed: int | None =
     return Pruner(([group(hidden, rate)] if hidden else []) + [group([output], rate / 2)])
 
 
+@dataclass(frozen=True)
+class _Keep(Amount):
+    """Prune down to ``kept`` weights of the group (the ticket's count)."""
+
+    kept: int
+
+    def target_kept(self, kept: int, size: int, step: int | None) -> int:
+        return min(kept, self.kept)
+
+
 def _kept(pruner: Pruner) -> list[int]:
     """Kept weights per group."""
     kept = [0] * len(pruner.groups)
     for row in pruner.report().parameters:
         kept[row.group] += row.kept
     return kept
+
+
+def _masks(group: PruneGroup) -> list[Any]:
+    return [
+        mask
+        for layer in group.layers
+        for handle in layer.parameter_handles().values()
+        if (mask := handle.get_mask()) is not None
+    ]
 
 
 def _figures(pruner: Pruner, result: TrainResult) -> dict[str, Any]:
@@ -350,6 +387,7 @@ class _SeedExperiment:
         return records
 
     def _dense_round(self) -> dict[str, Any]:
+        s = self.settings
         self.reporter.begin(f"seed {self.seed} round 0/{self.settings.rounds}", self.settings.epochs)
         k = self.settings.rewind_step
 
@@ -362,12 +400,12 @@ class _SeedExperiment:
         self.random_pruner = _pruner(
             self.backend, self.random, self.settings.rate, derive_seed(self.seed, _RANDOM_PRUNE)
         )
-        return {"round": 0, "ticket": _figures(self.ticket_pruner, result), "reinit": None, "random": None}
+        return {"round": 0, "ticket": _figures(self.ticket_pruner, result)} | {run: None for run in runs(s)[1:]}
 
     def _round(self, round_: int) -> dict[str, Any]:
         assert self.random_pruner is not None
         s = self.settings
-        self.reporter.begin(f"seed {self.seed} round {round_}/{s.rounds}", 3 * s.epochs)
+        self.reporter.begin(f"seed {self.seed} round {round_}/{s.rounds}", len(runs(s)) * s.epochs)
         self.ticket_pruner.prune_and_rewind()
         self.random_pruner.prune_and_rewind()
         ticket = self._train(self.ticket, round_, s.rewind_step)
@@ -379,14 +417,36 @@ class _SeedExperiment:
             "reinit": _kept(reinit_pruner),
             "random": _kept(self.random_pruner),
         }
-        if len({tuple(k) for k in kept.values()}) != 1:
-            raise RuntimeError(f"round {round_}: the controls' sparsity differs from the ticket's: {kept}")
-        return {
+        record = {
             "round": round_,
             "ticket": _figures(self.ticket_pruner, ticket),
             "reinit": _figures(reinit_pruner, reinit_result),
             "random": _figures(self.random_pruner, random),
         }
+        if s.method in AT_INIT:
+            model, pruner = self._at_init(round_, kept["ticket"])
+            record[s.method] = _figures(pruner, self._train(model, round_, 0))
+            kept[s.method] = _kept(pruner)
+        if len({tuple(k) for k in kept.values()}) != 1:
+            raise RuntimeError(f"round {round_}: the controls' sparsity differs from the ticket's: {kept}")
+        return record
+
+    def _at_init(self, round_: int, targets: list[int]) -> tuple[Any, Pruner]:
+        """The ticket's initialization pruned once by ``--method``'s scores to the
+        ticket's kept count in every group (Frankle et al. 2021); SynFlow in
+        ``SYNFLOW_ITERATIONS`` steps of exponentially falling density, as its paper."""
+        s, n_train = self.settings, len(self.dataset.y_train)
+        model, pruner = self._build(derive_seed(self.seed, _INIT))
+        rng = np.random.default_rng(derive_seed(self.seed, _AT_INIT, round_))
+        index = rng.choice(n_train, size=min(n_train, 10 * s.batch_size), replace=False)
+        sizes = [sum(int(math.prod(m.shape)) for m in _masks(g)) for g in pruner.groups]
+        steps = SYNFLOW_ITERATIONS if s.method == "synflow" else 1
+        for k in range(1, steps + 1):
+            score = self.backend.score(model, s.method, self.arrays, index)
+            for group, target, size in zip(pruner.groups, targets, sizes, strict=True):
+                kept = target if k == steps else max(target, math.floor(size * (target / size) ** (k / steps)))
+                PruneGroup(list(group.layers), _Keep(kept), score=score).prune()
+        return model, pruner
 
     def _reinit(self, round_: int) -> tuple[Any, Pruner]:
         """The ticket's masks on a fresh initialization drawn for this round."""

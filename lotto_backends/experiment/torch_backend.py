@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lotto_backends.torch import PrunableConv1d, PrunableLinear, PrunableModule, sparsify
+from lotto_backends.torch import PrunableConv1d, PrunableLinear, PrunableModule, sparsify, synaptic_flow
+from lotto_core.strategy import SNIP, GraSP, Score, SynFlow
 
 from . import models
 from .data import Dataset
@@ -109,6 +110,23 @@ class TorchBackend:
                 correct += int((logits.argmax(dim=1) == target).sum())
         return loss / len(y), correct / len(y)
 
+    def score(self, model: nn.Module, method: str, arrays: TorchArrays, index: np.ndarray) -> Score:
+        x, y = arrays.splits["train"]
+        if method == "synflow":
+            return SynFlow(synaptic_flow(model, x[:1]))
+        layers = self.prunable_layers(model)
+        weights = [layer.weight for layer in layers]
+        batch = torch.from_numpy(index)
+        model.eval()
+        if method == "snip":
+            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+            return SNIP(_by_layer(layers, torch.autograd.grad(loss, weights)))
+        # GraSP: the Hessian times the gradient, of the loss with the logits divided by GRASP_TEMPERATURE
+        loss = nn.functional.cross_entropy(model(x[batch]) / models.GRASP_TEMPERATURE, y[batch])
+        grads = torch.autograd.grad(loss, weights, create_graph=True)
+        hessian_gradient = torch.autograd.grad(sum((g * g.detach()).sum() for g in grads), weights)
+        return GraSP(_by_layer(layers, hessian_gradient))
+
     def model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return model.state_dict()
 
@@ -125,6 +143,12 @@ class TorchBackend:
         sparse = sparsify(model).eval()  # an inference model, whatever mode training left
         dense_bytes = sum(_nbytes(p) for p in model.parameters())
         return sparse, sum(_nbytes(t) for t in sparse.state_dict().values()), dense_bytes
+
+
+def _by_layer(layers: Sequence[nn.Module], grads: Sequence[torch.Tensor]) -> Any:
+    """``gradient(layer, "weight")`` over one gradient per layer."""
+    table = {id(layer): g.detach() for layer, g in zip(layers, grads, strict=True)}
+    return lambda layer, name: table[id(layer)]
 
 
 def _nbytes(t: torch.Tensor) -> int:

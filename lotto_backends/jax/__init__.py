@@ -40,6 +40,7 @@ from lotto_core import (
 
 from . import layers
 from .convert import make_prunable
+from .gradients import layer_gradients, synaptic_flow
 from .layers import (
     PRUNABLE_TYPES,
     JaxParameterHandle,
@@ -66,7 +67,6 @@ from .layers import (
 from .optimizer import Optimizer, model_masks
 from .pruner import ModelRest, Pruner
 from .sparse import SparseLinear, SparseStored, SparseWeight, sparsify, to_scipy
-from .synflow import synaptic_flow
 
 __all__ = [
     "ERK",
@@ -117,6 +117,7 @@ __all__ = [
     "SparsityReport",
     "SynFlow",
     "Uniform",
+    "layer_gradients",
     "make_prunable",
     "model_masks",
     "sparsify",

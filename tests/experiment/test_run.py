@@ -248,3 +248,41 @@ def test_a_users_npz_runs(tmp_path):
         "fingerprint": None,
     }
     assert saved["dense"]["final_test_accuracy"]["mean"] > 0.7
+
+
+@pytest.mark.parametrize("method", ["snip", "grasp", "synflow"])
+def test_a_pruning_at_initialization_method_runs_next_to_the_ticket(tmp_path, capsys, method):
+    out = tmp_path / "out"
+    results = run_lotto(out, "--rounds", "2", "--rate", "0.5", "--method", method)
+    label = {"snip": "SNIP at init", "grasp": "GraSP at init", "synflow": "SynFlow at init"}[method]
+    assert label in capsys.readouterr().out
+    assert results["settings"]["method"] == method
+    for round_, row in enumerate(results["summary"]):
+        if round_ == 0:
+            assert row[method] is None
+            continue
+        assert 0.05 < row[method]["es_test_accuracy"]["mean"] <= 1.0
+        record = results["runs"]["0"][round_]
+        assert record[method]["kept"] == record["ticket"]["kept"]  # pruned at init to the ticket's sparsity
+    with (out / "results.csv").open() as file:
+        assert sum(r["run"] == method for r in csv.DictReader(file)) == 2
+
+
+def test_the_scores_at_initialization_are_the_methods_formulas():
+    from lotto_core.strategy import Where
+
+    model = BACKEND.build("lenet", 64, 10, seed=1)
+    dataset = digits()
+    arrays = BACKEND.arrays(dataset)
+    index = np.arange(120)
+    layers = BACKEND.prunable_layers(model)
+    x, y = arrays.splits["train"]
+    weights = [layer.weight for layer in layers]
+    snip = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x[:120]), y[:120]), weights)
+    cooled = torch.nn.functional.cross_entropy(model(x[:120]) / 200.0, y[:120])  # GraSP's temperature
+    grads = torch.autograd.grad(cooled, weights, create_graph=True)
+    hg = torch.autograd.grad(sum((g * g.detach()).sum() for g in grads), weights)
+    for method, want in (("snip", (layers[0].weight * snip[0]).abs()), ("grasp", layers[0].weight * hg[0])):
+        score = BACKEND.score(model, method, arrays, index)
+        got = score.source(layers[0].weight.detach(), Where(layers[0], "weight", 0, 0)).full()
+        assert torch.allclose(got, want.detach(), rtol=1e-5, atol=1e-7), method

@@ -117,6 +117,7 @@ def test_outputs_and_their_fields(finished: dict[str, Any]) -> None:
         "epochs": 2,
         "batch_size": 60,
         "lr": 1.2e-3,
+        "method": "magnitude",
     }
     assert results["settings"]["model"] == model
     summary = results["summary"]
@@ -365,3 +366,13 @@ def test_a_folder_of_a_torch_run_is_not_reused_by_jax(
     err = capsys.readouterr().err
     assert "holds a run with other settings (backend 'torch' there, 'jax' now)" in err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_pruning_at_initialization_on_jax_keeps_the_tickets_counts(tmp_path: pathlib.Path) -> None:
+    from tests.experiment.helpers import run_lotto
+
+    for method in ("snip", "grasp", "synflow"):
+        results = run_lotto(tmp_path / method, "--backend", "jax", "--rounds", "1", "--rate", "0.5", "--method", method)
+        record = results["runs"]["0"][1]
+        assert record[method]["kept"] == record["ticket"]["kept"]
+        assert 0.05 < record[method]["es_test_accuracy"] <= 1.0

@@ -1,4 +1,5 @@
-"""SynFlow's gradient for Flax NNX models: data-free pruning at initialization."""
+"""Gradients by layer, for the scores that need them (SNIP, GraSP, SynFlow), from NNX
+models: a gradient state looked up by layer, and SynFlow's data-free gradient."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["synaptic_flow"]
+__all__ = ["layer_gradients", "synaptic_flow"]
 
 
 def synaptic_flow(model: nnx.Module, inputs: jax.Array) -> Callable[[Any, str], jax.Array]:
@@ -33,13 +34,29 @@ def synaptic_flow(model: nnx.Module, inputs: jax.Array) -> Callable[[Any, str], 
         out: jax.Array = copy(ones).sum()
         return out
 
-    grads = jax.grad(flow_sum)(jax.tree.map(jnp.abs, params))
+    return layer_gradients(model, jax.grad(flow_sum)(jax.tree.map(jnp.abs, params)))
+
+
+def layer_gradients(model: nnx.Module, grads: Any) -> Callable[[Any, str], jax.Array]:
+    """``gradient(layer, name)`` over ``grads``, a state of ``model``'s shape (what
+    ``nnx.grad`` returns), for ``SNIP`` and ``GraSP``: the entry of parameter ``name`` of
+    ``layer``, a layer of ``model``.
+
+    >>> import jax.numpy as jnp, optax
+    >>> from flax import nnx
+    >>> from lotto_backends.jax import SNIP, PrunableLinear, PruneGroup, Sparsity
+    >>> model = PrunableLinear(4, 2, rngs=nnx.Rngs(0))
+    >>> grads = nnx.grad(lambda m: (m(jnp.ones((3, 4))) ** 2).sum())(model)
+    >>> PruneGroup([model], Sparsity(0.5), score=SNIP(layer_gradients(model, grads))).prune()
+    >>> int(model.kernel_mask[...].sum())
+    4
+    """
     flat = {tuple(path): leaf for path, leaf in nnx.to_flat_state(grads)}
     where = {id(node): tuple(path) for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)}
 
-    def flow(layer: Any, name: str) -> jax.Array:
+    def gradient(layer: Any, name: str) -> jax.Array:
         value = flat[(*where[id(layer)], name)]
         array: jax.Array = value.get_value() if isinstance(value, nnx.Variable) else value
         return array
 
-    return flow
+    return gradient
