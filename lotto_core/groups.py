@@ -17,8 +17,8 @@ from typing import Any
 from ._array_api import Array, array_namespace, device
 from .backend import _plan_cuts, backend_for
 from .protocol import ParameterHandle, PrunableLayer
-from .scores import ArrayScores
-from .search import Cut
+from .scores import ArrayScores, ScoreSource
+from .search import NOTHING, Cut
 from .strategy import (
     NM,
     Amount,
@@ -211,31 +211,41 @@ class PruneGroup:
             self.score.source(t.weight, Where(self.layers[t.layer], t.name, j, self.rounds))
             for j, t in enumerate(targets)
         ]
-        masks = [t.mask for t in targets]
+        layers = [t.layer for t in targets]
         if isinstance(self.structure, NM):
             cuts = [
-                _replaced(t.mask, self.structure.mask(src.full(), t.mask))
-                for t, src in zip(targets, sources, strict=True)
+                _replaced(t.mask, self.structure.mask(s.full(), t.mask)) for t, s in zip(targets, sources, strict=True)
             ]
         elif isinstance(self.structure, Grouped):
-            units = [self.structure.reduce(src.full(), t.mask) for t, src in zip(targets, sources, strict=True)]
-            sources = [ArrayScores(scores, scores, type(self.score).__name__) for scores, _ in units]
-            masks = [kept for _, kept in units]
-        if not isinstance(self.structure, NM):
-            assert self.amount is not None
-            cuts = [Cut(threshold=0.0, ties=0, tied=0, pruned=0)] * len(targets)
-            for picked, count in self.scope.parts([t.layer for t in targets], masks, self.amount, step):
-                chosen = _plan_cuts(
-                    [sources[j] for j in picked], [masks[j] for j in picked], count, None, values=values
-                )
-                for j, cut in zip(picked, chosen, strict=True):
-                    cuts[j] = cut
-        if isinstance(self.structure, Grouped):
+            units = [self.structure.reduce(s.full(), t.mask) for t, s in zip(targets, sources, strict=True)]
+            name = type(self.score).__name__
+            unit_cuts = self._select([ArrayScores(u, u, name) for u, _ in units], [k for _, k in units], layers, step)
             cuts = [
                 _replaced(t.mask, self.structure.expand(_new_mask(kept, cut), t.mask))
-                for t, (_, kept), cut in zip(targets, units, cuts, strict=True)
+                for t, (_, kept), cut in zip(targets, units, unit_cuts, strict=True)
             ]
+        else:
+            cuts = self._select(sources, [t.mask for t in targets], layers, step, values=values)
         return [_Step(j, t.handle, cut) for j, (t, cut) in enumerate(zip(targets, cuts, strict=True))]
+
+    def _select(
+        self,
+        sources: list[ScoreSource],
+        masks: list[Array],
+        layers: list[int],
+        step: int | None,
+        *,
+        values: bool = False,
+    ) -> list[Cut]:
+        """The scope's selections over these scores and masks (one per parameter, with
+        the index of its layer), each pruning what the amount says."""
+        assert self.amount is not None  # only an NM structure has none, and it selects no units
+        cuts = [NOTHING] * len(masks)
+        for picked, count in self.scope.parts(layers, masks, self.amount, step):
+            chosen = _plan_cuts([sources[j] for j in picked], [masks[j] for j in picked], count, None, values=values)
+            for j, cut in zip(picked, chosen, strict=True):
+                cuts[j] = cut
+        return cuts
 
     def _commit(self, plan: list[_Step]) -> None:
         """Write a planned round through the backend of its masks."""

@@ -251,6 +251,11 @@ class ScoreFn(Score):
         return ArrayScores(weight, self.fn(weight, layer=where.layer, name=where.name), type(self).__name__)
 
 
+def _sensitivity(weight: Array, gradient: Array, name: str) -> ArrayScores:
+    """``|w * g|``: SNIP's score with the loss's gradient, SynFlow's with the flow's."""
+    return ArrayScores(weight, array_namespace(weight).abs(weight * gradient), name)
+
+
 GradientFunction = Callable[[PrunableLayer, str], Array]
 """``gradient(layer, name) -> array``: a gradient of the loss for parameter ``name`` of
 ``layer``, in the weight's shape (in torch, ``getattr(layer, name).grad``)."""
@@ -265,8 +270,7 @@ class SNIP(Score):
     gradient: GradientFunction
 
     def source(self, weight: Array, where: Where) -> ScoreSource:
-        xp = array_namespace(weight)
-        return ArrayScores(weight, xp.abs(weight * self.gradient(where.layer, where.name)), "SNIP")
+        return _sensitivity(weight, self.gradient(where.layer, where.name), "SNIP")
 
 
 @dataclass(frozen=True)
@@ -282,8 +286,7 @@ class SynFlow(Score):
     flow: GradientFunction
 
     def source(self, weight: Array, where: Where) -> ScoreSource:
-        xp = array_namespace(weight)
-        return ArrayScores(weight, xp.abs(weight * self.flow(where.layer, where.name)), "SynFlow")
+        return _sensitivity(weight, self.flow(where.layer, where.name), "SynFlow")
 
 
 @dataclass(frozen=True)
