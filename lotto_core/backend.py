@@ -16,10 +16,11 @@ import math
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 from array_api_compat import is_jax_array, is_torch_array
 
 from ._array_api import Array
-from .passes import ArrayAPIPasses
+from .passes import ArrayAPIPasses, set_in_place
 from .protocol import ParameterHandle
 from .scores import ScoreSource
 from .search import NOTHING, Count, Cut, Passes, select
@@ -47,8 +48,10 @@ class Backend:
 
     def passes(self, sources: Sequence[ScoreSource], masks: Sequence[Array], *, values: bool = False) -> Passes:
         """The passes of one selection over a group. ``values``: the round is written
-        right after, so passes that read each weight anyway may write its new value."""
-        return ArrayAPIPasses(sources, masks)
+        right after, so passes that read each weight anyway may write its new value.
+        NumPy masks are assigned by index; other namespaces rebuild masks from scores."""
+        numpy = all(isinstance(m, np.ndarray) for m in masks)
+        return ArrayAPIPasses(sources, masks, set_in_place if numpy else None)
 
     def write(self, writes: Sequence[Write]) -> None:
         """Store each new mask, with its new weight where one was written and the

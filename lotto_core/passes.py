@@ -10,17 +10,16 @@ and its order statistic is taken there by ``kth_smallest``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
-from array_api_compat import is_jax_array, is_numpy_array, is_torch_array
 
 from ._array_api import Array, Namespace, array_namespace, count_true, index_dtype, to_numpy
 from .keys import KeyFormat, format_of
 from .scores import ScoreSource
 from .search import Cut
 
-__all__ = ["ArrayAPIPasses", "kth_smallest"]
+__all__ = ["ArrayAPIPasses", "Scatter", "kth_smallest", "set_in_place"]
 
 CHUNK = 1 << 19
 SORT_SIZE = 1 << 12
@@ -64,15 +63,15 @@ def _first(xp: Namespace, flags: Array, n: int) -> Array:
     return flags & (order <= n)
 
 
-def _set_true(xp: Namespace, mask: Array, positions: Array) -> Array | None:
-    """``mask`` with the flat ``positions`` set, or ``None`` where the namespace cannot
-    scatter (array-api-strict)."""
-    if is_numpy_array(mask) or is_torch_array(mask):
-        xp.reshape(mask, (-1,))[positions] = True
-        return mask
-    if is_jax_array(mask):
-        return xp.reshape(xp.reshape(mask, (-1,)).at[positions].set(True), mask.shape)
-    return None
+Scatter = Callable[[Array, Array], Array]
+"""``scatter(mask, positions) -> mask``: the flat ``positions`` of ``mask`` set to
+``True`` (in place where the arrays allow it); a backend's, as the standard has none."""
+
+
+def set_in_place(mask: Array, positions: Array) -> Array:
+    """The ``Scatter`` of arrays that take integer-array assignment (NumPy, torch)."""
+    mask.reshape(-1)[positions] = True
+    return mask
 
 
 def _concat(xp: Namespace, parts: list[Array]) -> Array:
@@ -80,10 +79,12 @@ def _concat(xp: Namespace, parts: list[Array]) -> Array:
 
 
 class ArrayAPIPasses:
-    """``lotto_core.search.BandPasses`` over score sources and masks of any namespace."""
+    """``lotto_core.search.BandPasses`` over score sources and masks of any namespace.
+    With ``scatter`` the new masks are built from the band by position; without it (a
+    namespace that cannot assign by index), from the scores in one more pass."""
 
-    def __init__(self, sources: Sequence[ScoreSource], masks: Sequence[Array]) -> None:
-        self.sources, self.old = sources, masks
+    def __init__(self, sources: Sequence[ScoreSource], masks: Sequence[Array], scatter: Scatter | None = None) -> None:
+        self.sources, self.old, self.scatter = sources, masks, scatter
         self.xp = xp = array_namespace(*masks)
         self.fmt: KeyFormat = format_of(sources[0].flat(0, 1).dtype)
         self.size = sum(src.size for src in sources)
@@ -161,7 +162,7 @@ class ArrayAPIPasses:
         out: list[tuple[Array | None, Array | None]] = []
         for i, cut in enumerate(cuts):
             go, n_ties = cut.pruned > 0, cut.ties
-            mask = self.from_band(i, v, n_ties) if go and self.bands is not None else None
+            mask = self.from_band(i, v, n_ties) if go and self.bands is not None and self.scatter else None
             if go and mask is None:
                 scores, old = self.sources[i].full(), self.old[i]
                 mask = old & xp.logical_not(scores < v)
@@ -171,9 +172,9 @@ class ArrayAPIPasses:
             out.append((mask, None))
         return out
 
-    def from_band(self, i: int, v: float, ties: int) -> Array | None:
+    def from_band(self, i: int, v: float, ties: int) -> Array:
         """Parameter ``i``'s new mask from the held split: the entries kept above the
-        band, plus those of the band that the cut keeps (``None``: cannot scatter)."""
+        band, plus those of the band that the cut keeps."""
         xp, band = self.xp, (self.bands or [])[i]
         if band is None:
             return self.above[i]
@@ -181,4 +182,5 @@ class ArrayAPIPasses:
         keep = xp.logical_not(values < v)
         if ties:
             keep = keep & xp.logical_not(_first(xp, values == v, ties))
-        return _set_true(xp, self.above[i], positions[keep])
+        assert self.scatter is not None
+        return self.scatter(self.above[i], positions[keep])

@@ -17,7 +17,7 @@ import torch
 
 from lotto_backends._host.passes import HostPasses, Written, host_group
 from lotto_core.backend import Backend, TakesMaskedValue, Write
-from lotto_core.passes import ArrayAPIPasses
+from lotto_core.passes import ArrayAPIPasses, set_in_place
 from lotto_core.scores import ScoreSource
 from lotto_core.search import Passes
 
@@ -38,7 +38,7 @@ class TorchBackend(Backend):
     def passes(self, sources: Sequence[ScoreSource], masks: Sequence[Any], *, values: bool = False) -> Passes:
         group = host_group(sources, masks, _cpu.weight_keys, _cpu.bool_view) if self.host else None
         if group is None:
-            return ArrayAPIPasses(sources, masks)
+            return ArrayAPIPasses(sources, masks, set_in_place)
         shapes = [tuple(m.shape) for m in masks]
 
         def wrap(written: Written) -> list[tuple[Any, Any]]:
