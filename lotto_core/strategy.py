@@ -27,6 +27,7 @@ from ._array_api import Array, array_namespace, device
 from .protocol import PrunableLayer
 from .rate import exact_rate, prune_count, validate_rate
 from .scores import ArrayScores, MagnitudeScores, RandomScores, ScoreSource
+from .search import Count
 
 __all__ = [
     "ERK",
@@ -306,7 +307,7 @@ class GraSP(Score):
 # --- scopes -----------------------------------------------------------------------------
 
 
-Part = tuple[list[int], Callable[[int, int], int]]
+Part = tuple[list[int], Count]
 """``(parameter indices, count)``: one selection over those parameters of the group,
 pruning ``count(kept, size)`` of their kept weights with one threshold."""
 
@@ -323,7 +324,7 @@ class Scope(ABC):
         return {"scope": type(self).__name__}
 
 
-def _count(amount: Amount, step: int | None) -> Callable[[int, int], int]:
+def _count(amount: Amount, step: int | None) -> Count:
     return lambda kept, size: kept - amount.target_kept(kept, size, step)
 
 
@@ -379,7 +380,7 @@ class _Distributed(Scope):
         return [([j], _fixed(kept[j] - min(kept[j], shares[j]))) for j in range(len(masks))]
 
 
-def _fixed(k: int) -> Callable[[int, int], int]:
+def _fixed(k: int) -> Count:
     return lambda kept, size: k
 
 
