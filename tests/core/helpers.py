@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from lotto_core import ArrayLayer, prune_count
 from lotto_core._array_api import to_numpy
@@ -50,3 +52,18 @@ def assert_on(x: Any, xp: Any, device: Any) -> None:
     """``x`` is an array of namespace ``xp`` on ``device``: nothing moved or converted."""
     assert array_namespace(x) is xp
     assert array_device(x) == device
+
+
+def weight_lists(*, max_side: int, bound: int, max_size: int) -> st.SearchStrategy[list[np.ndarray]]:
+    """Lists of float32 weights with many ties (integers in ``[-bound, bound]``) and
+    other floats. Subnormal floats are left out: XLA on CPU flushes them to zero, so JAX
+    ranks them as exact zeros (documented in docs/concepts.md)."""
+    return st.lists(
+        hnp.arrays(
+            np.float32,
+            hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=max_side),
+            elements=st.integers(-bound, bound).map(float) | st.floats(-4, 4, width=32, allow_subnormal=False),
+        ),
+        min_size=1,
+        max_size=max_size,
+    )

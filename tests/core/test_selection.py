@@ -18,7 +18,7 @@ from lotto_core.backend import ArrayAPIBackend, Backend, backend_for, plan_cuts
 from lotto_core.passes import kth_smallest
 from lotto_core.scores import MagnitudeScores
 
-from .helpers import assert_on, host, layers_of, masks, reference_prune, values
+from .helpers import assert_on, host, layers_of, masks, reference_prune, values, weight_lists
 
 
 def engines(xp, path: str = "default") -> list[Backend]:
@@ -80,17 +80,7 @@ def test_seed_library_worked_example(xp, device):
         assert_on(layer.params["w"].value, xp, device)
 
 
-# Subnormal floats are left out: XLA on CPU flushes them to zero, so JAX ranks them as
-# exact zeros (documented in docs/concepts.md).
-weights_lists = st.lists(
-    hnp.arrays(
-        np.float32,
-        hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=9),
-        elements=st.integers(-12, 12).map(float) | st.floats(-4, 4, width=32, allow_subnormal=False),
-    ),
-    min_size=1,
-    max_size=4,
-)
+weights_lists = weight_lists(max_side=9, bound=12, max_size=4)
 rates = st.sampled_from([0.0, 0.07, 0.1, 0.2, 0.35, 0.5, 0.8, 0.99])
 
 
