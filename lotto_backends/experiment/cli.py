@@ -21,7 +21,7 @@ from typing import Any
 from .backend import BACKENDS, BackendError, load_backend
 from .data import DATASETS, DataError, load_dataset
 from .models import MODELS, cnn_lengths
-from .runner import METHODS, ResumeError, Settings, check_settings, run
+from .runner import METHODS, SCHEDULES, ResumeError, Settings, check_settings, run
 
 __all__ = ["PRESETS", "build_parser", "main"]
 
@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="adds, each round, the initialization pruned once by SNIP, GraSP or SynFlow to the ticket's sparsity "
         "(Frankle et al. 2021); magnitude (the ticket) and random (its control) always run (default: magnitude)",
     )
+    add(
+        "--schedule",
+        choices=SCHEDULES,
+        default="imp",
+        help="gradual adds, each round, the initialization trained once while pruned by magnitude on the cubic "
+        "schedule of Zhu & Gupta 2017 to the ticket's sparsity (default: imp, the rounds alone)",
+    )
     add("--seed", type=_integer(0), help="the first seed (default: 0)")
     add("--seeds", type=_integer(1), help="how many seeds, from --seed on; results give mean and spread")
     add("--epochs", type=_integer(1), help="training epochs per round")
@@ -134,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> tuple[Settings, pathlib.Path]:
     values = {k: v if (v := getattr(args, k)) is not None else default for k, default in PRESETS[args.preset].items()}
     out = pathlib.Path(values.pop("out"))
-    return Settings(**values, method=args.method), out
+    return Settings(**values, method=args.method, schedule=args.schedule), out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

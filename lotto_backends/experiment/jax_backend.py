@@ -33,7 +33,16 @@ import optax
 from flax import nnx
 from jax.experimental import sparse as jsparse
 
-from lotto_backends.jax import PrunableConv, PrunableLinear, PrunableModule, layer_gradients, sparsify, synaptic_flow
+from lotto_backends.jax import (
+    PrunableConv,
+    PrunableLinear,
+    PrunableModule,
+    layer_gradients,
+    model_masks,
+    pytree,
+    sparsify,
+    synaptic_flow,
+)
 from lotto_core.strategy import SNIP, GraSP, Score, SynFlow
 
 from . import models
@@ -60,7 +69,8 @@ class JaxArrays:
 
 @dataclass(frozen=True)
 class _Trainer:
-    """An Adam optimizer over a model, and what its training step is compiled for: the
+    """An Adam optimizer over a model that keeps its pruned weights at 0 (also when the
+    model is pruned while it trains: ``--schedule gradual``), and what its training step is compiled for: the
     structure of (model, optimizer), and their variables in the order of its arguments.
     Reading and writing the variables directly, rather than having ``nnx.jit`` traverse the
     model and the optimizer at every call, halves a step on these small networks."""
@@ -216,8 +226,11 @@ def _commit(tree: Any) -> Any:
 @functools.cache
 def _adam(lr: float) -> optax.GradientTransformation:
     """One Adam transformation per learning rate, so that every optimizer built with it
-    has the same static structure and reuses the compiled training step."""
-    return optax.adam(lr)
+    has the same static structure and reuses the compiled training step; wrapped by
+    ``pytree.keep_pruned``, so Adam's moments from before a prune cannot move a pruned
+    weight (what ``lotto_backends.jax.Optimizer`` does, with a transformation of its own
+    per optimizer)."""
+    return pytree.keep_pruned(optax.adam(lr))
 
 
 def _loss(model: nnx.Sequential, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -231,7 +244,7 @@ def _train_step(
     """One Adam step on the samples ``index``: the new values of the variables of (model,
     optimizer), given as ``values`` in the order of their state's leaves."""
     model, optimizer = nnx.merge(graphdef, jax.tree.unflatten(treedef, values))
-    optimizer.update(model, nnx.grad(_loss)(model, x[index], y[index]))
+    optimizer.update(model, nnx.grad(_loss)(model, x[index], y[index]), masks=model_masks(model))
     state = nnx.state((model, optimizer))
     if jax.tree.structure(state) != treedef:  # checked once, while tracing
         raise RuntimeError("the training step changed the structure of the model or the optimizer")

@@ -26,6 +26,7 @@ LABELS = {
     "snip": "SNIP at init",
     "grasp": "GraSP at init",
     "synflow": "SynFlow at init",
+    "gradual": "gradual pruning",
 }
 _COLORS = {
     "ticket": "tab:blue",
@@ -34,6 +35,7 @@ _COLORS = {
     "snip": "tab:red",
     "grasp": "tab:purple",
     "synflow": "tab:brown",
+    "gradual": "tab:pink",
 }
 
 

@@ -16,6 +16,11 @@ Per seed, round 0 trains the dense model (setting the rewind point after
 With late rewinding, the ticket and the random-pruning control train the rest of the
 schedule from step ``rewind_step``; the re-initialization, a new start, trains all of it.
 
+``--method snip|grasp|synflow`` adds, each round, the ticket's initialization pruned once
+by that method to the ticket's sparsity; ``--schedule gradual`` adds the ticket's
+initialization trained once while pruned by magnitude on the cubic schedule of Zhu &
+Gupta 2017, to the ticket's sparsity at the end of the schedule.
+
 Every random draw comes from a seed derived from (seed, purpose, round), never from a
 global generator, and each round starts a fresh optimizer: the state after a round is
 everything the next round depends on, so a killed run that is started again continues
@@ -31,19 +36,31 @@ import math
 import pathlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from lotto_core import MagnitudePruneGroup, PruneGroup, Pruner, RandomPruneGroup
-from lotto_core.strategy import Amount
+from lotto_core.strategy import Amount, Gradual
 
 from .atomic import remove_stale_temporaries, write_bytes_atomic, write_text_atomic
 from .backend import Backend
 from .data import Dataset
 from .training import Schedule, TrainResult, train
 
-__all__ = ["AT_INIT", "METHODS", "ResumeError", "Settings", "check_settings", "derive_seed", "run", "state_path"]
+__all__ = [
+    "AT_INIT",
+    "METHODS",
+    "SCHEDULES",
+    "ResumeError",
+    "Settings",
+    "check_settings",
+    "derive_seed",
+    "gradual_steps",
+    "run",
+    "state_path",
+]
 
 STATE_FORMAT = "lotto.experiment/1"
 RUNS = ("ticket", "reinit", "random")
@@ -53,9 +70,14 @@ AT_INIT = ("snip", "grasp", "synflow")
 """The pruning-at-initialization methods that ``--method`` adds as a fourth network."""
 METHODS = ("magnitude", *AT_INIT, "random")
 """``--method``: magnitude (the ticket) and random (its control) run in every experiment."""
-ALL_RUNS = RUNS + AT_INIT
+SCHEDULES = ("imp", "gradual")
+"""``--schedule``: iterative magnitude pruning alone, or also gradual magnitude pruning."""
+ALL_RUNS = (*RUNS, *AT_INIT, "gradual")
 SYNFLOW_ITERATIONS = 100
 """SynFlow's pruning iterations per round (Tanaka et al. 2020)."""
+GRADUAL_BEGIN, GRADUAL_END, GRADUAL_PRUNES = 0.1, 0.6, 20
+"""Gradual pruning starts after 10% of the training steps, reaches the round's sparsity
+at 60% (leaving the rest to recover, as Zhu & Gupta 2017 do) and prunes about 20 times."""
 
 _INIT, _TRAIN, _REINIT, _RANDOM_PRUNE, _AT_INIT = range(5)
 
@@ -80,13 +102,14 @@ class Settings:
     batch_size: int
     lr: float
     method: str = "magnitude"
+    schedule: str = "imp"
 
     @property
     def seed_list(self) -> list[int]:
         """The seeds run, one full experiment each: ``seed, seed + 1, ...``."""
         return list(range(self.seed, self.seed + self.seeds))
 
-    def schedule(self, dataset: Dataset) -> Schedule:
+    def training(self, dataset: Dataset) -> Schedule:
         return Schedule(self.epochs, self.batch_size, self.lr, len(dataset.y_train))
 
     def identity(self, seed: int, dataset: Dataset) -> dict[str, Any]:
@@ -101,9 +124,18 @@ class Settings:
 
 
 def runs(settings: Settings) -> tuple[str, ...]:
-    """The networks of each pruning round: the ticket, its controls, and the
-    pruning-at-initialization method of ``--method``, if any."""
-    return RUNS + ((settings.method,) if settings.method in AT_INIT else ())
+    """The networks of each pruning round: the ticket, its controls, the
+    pruning-at-initialization method of ``--method`` and gradual pruning, if asked for."""
+    at_init = (settings.method,) if settings.method in AT_INIT else ()
+    return RUNS + at_init + (("gradual",) if settings.schedule == "gradual" else ())
+
+
+def gradual_steps(steps: int) -> tuple[int, int, int]:
+    """``(begin_step, end_step, frequency)`` of gradual pruning over a training of
+    ``steps`` steps (at least 2): see ``GRADUAL_BEGIN``."""
+    begin = max(1, round(steps * GRADUAL_BEGIN))
+    end = min(steps, max(begin + 1, round(steps * GRADUAL_END)))
+    return begin, end, max(1, (end - begin) // GRADUAL_PRUNES)
 
 
 def check_settings(settings: Settings, dataset: Dataset) -> None:
@@ -116,11 +148,15 @@ def check_settings(settings: Settings, dataset: Dataset) -> None:
     """
     if settings.method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {settings.method!r}")
-    steps = settings.schedule(dataset).steps
+    if settings.schedule not in SCHEDULES:
+        raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {settings.schedule!r}")
+    steps = settings.training(dataset).steps
+    if settings.schedule == "gradual" and steps < 2:
+        raise ValueError(f"--schedule gradual needs at least 2 steps in one training, got {steps}")
     if settings.rewind_step >= steps:
         raise ValueError(
             f"--rewind-step must be below the {steps} steps of one training "
-            f"({settings.epochs} epochs of {settings.schedule(dataset).steps_per_epoch}), got {settings.rewind_step}"
+            f"({settings.epochs} epochs of {settings.training(dataset).steps_per_epoch}), got {settings.rewind_step}"
         )
 
 
@@ -289,6 +325,12 @@ def _load_state(
     return state
 
 
+def _layer_groups(backend: Backend, model: Any) -> list[list[Any]]:
+    """The layers of each group: the hidden layers together, then the output layer."""
+    *hidden, output = backend.prunable_layers(model)
+    return ([hidden] if hidden else []) + [[output]]
+
+
 def _pruner(backend: Backend, model: Any, rate: float, random_seed: int | None = None) -> Pruner:
     """Hidden layers at ``rate`` and the output layer at ``rate / 2``, by magnitude, or at
     random with the same rates when ``random_seed`` is given."""
@@ -296,8 +338,8 @@ def _pruner(backend: Backend, model: Any, rate: float, random_seed: int | None =
     def group(layers: list[Any], p: float) -> MagnitudePruneGroup | RandomPruneGroup:
         return MagnitudePruneGroup(layers, p) if random_seed is None else RandomPruneGroup(layers, p, seed=random_seed)
 
-    *hidden, output = backend.prunable_layers(model)
-    return Pruner(([group(hidden, rate)] if hidden else []) + [group([output], rate / 2)])
+    *hidden, output = _layer_groups(backend, model)
+    return Pruner([group(layers, rate) for layers in hidden] + [group(output, rate / 2)])
 
 
 @dataclass(frozen=True)
@@ -318,13 +360,14 @@ def _kept(pruner: Pruner) -> list[int]:
     return kept
 
 
-def _masks(group: PruneGroup) -> list[Any]:
-    return [
-        mask
-        for layer in group.layers
+def _size(layers: Any) -> int:
+    """The number of prunable weights of ``layers`` (those with a mask)."""
+    return sum(
+        int(math.prod(mask.shape))
+        for layer in layers
         for handle in layer.parameter_handles().values()
         if (mask := handle.get_mask()) is not None
-    ]
+    )
 
 
 def _figures(pruner: Pruner, result: TrainResult) -> dict[str, Any]:
@@ -348,7 +391,7 @@ class _SeedExperiment:
         self.settings, self.seed, self.dataset, self.backend = settings, seed, dataset, backend
         self.arrays, self.reporter = arrays, reporter
         self.path = state_path(out, seed, backend)
-        self.schedule = settings.schedule(dataset)
+        self.schedule = settings.training(dataset)
         self.ticket, self.ticket_pruner = self._build(derive_seed(seed, _INIT))
         self.random: Any = None
         self.random_pruner: Pruner | None = None
@@ -427,6 +470,10 @@ class _SeedExperiment:
             model, pruner = self._at_init(round_, kept["ticket"])
             record[s.method] = _figures(pruner, self._train(model, round_, 0))
             kept[s.method] = _kept(pruner)
+        if s.schedule == "gradual":
+            model, pruner = self._gradual_pruner(kept["ticket"])
+            record["gradual"] = _figures(pruner, self._train(model, round_, 0, pruner.step))
+            kept["gradual"] = _kept(pruner)
         if len({tuple(k) for k in kept.values()}) != 1:
             raise RuntimeError(f"round {round_}: the controls' sparsity differs from the ticket's: {kept}")
         return record
@@ -439,7 +486,7 @@ class _SeedExperiment:
         model, pruner = self._build(derive_seed(self.seed, _INIT))
         rng = np.random.default_rng(derive_seed(self.seed, _AT_INIT, round_))
         index = rng.choice(n_train, size=min(n_train, 10 * s.batch_size), replace=False)
-        sizes = [sum(int(math.prod(m.shape)) for m in _masks(g)) for g in pruner.groups]
+        sizes = [_size(group.layers) for group in pruner.groups]
         steps = SYNFLOW_ITERATIONS if s.method == "synflow" else 1
         for k in range(1, steps + 1):
             score = self.backend.score(model, s.method, self.arrays, index)
@@ -447,6 +494,19 @@ class _SeedExperiment:
                 kept = target if k == steps else max(target, math.floor(size * (target / size) ** (k / steps)))
                 PruneGroup(list(group.layers), _Keep(kept), score=score).prune()
         return model, pruner
+
+    def _gradual_pruner(self, targets: list[int]) -> tuple[Any, Pruner]:
+        """The ticket's initialization, dense, with a pruner that takes each group from
+        sparsity 0 to the ticket's kept count on the cubic schedule (``Pruner.step`` after
+        every training step)."""
+        s, d = self.settings, self.dataset
+        model = self.backend.build(s.model, d.n_features, d.n_classes, derive_seed(self.seed, _INIT))
+        begin, end, frequency = gradual_steps(self.schedule.steps)
+        groups = [
+            PruneGroup(layers, Gradual(0.0, Fraction(_size(layers) - target, _size(layers)), begin, end, frequency))
+            for layers, target in zip(_layer_groups(self.backend, model), targets, strict=True)
+        ]
+        return model, Pruner(groups)
 
     def _reinit(self, round_: int) -> tuple[Any, Pruner]:
         """The ticket's masks on a fresh initialization drawn for this round."""

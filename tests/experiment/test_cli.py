@@ -44,6 +44,7 @@ def _fails(capsys, tmp_path, *options):
         (["--dataset", "cifar10"], r"--dataset 'cifar10' is unknown: expected one of mnist, mnist1d, digits"),
         (["--dataset", "nothere.npz"], r"--dataset 'nothere.npz': no such file"),
         ([*TINY, "--rewind-step", "23"], r"--rewind-step must be below the 22 steps of one training"),
+        (["--schedule", "cubic"], r"argument --schedule: invalid choice: 'cubic'"),
     ],
 )
 def test_bad_options_stop_before_training(capsys, tmp_path, options, message):

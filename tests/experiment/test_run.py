@@ -152,7 +152,7 @@ def test_late_rewinding_rewinds_to_the_weights_after_k_steps(tmp_path):
             BACKEND,
             reference,
             BACKEND.arrays(data),
-            settings.schedule(data),
+            settings.training(data),
             seed=runner.derive_seed(0, 1, 0),
             after_step=capture,
         )
@@ -286,3 +286,43 @@ def test_the_scores_at_initialization_are_the_methods_formulas():
         score = BACKEND.score(model, method, arrays, index)
         got = score.source(layers[0].weight.detach(), Where(layers[0], "weight", 0, 0)).full()
         assert torch.allclose(got, want.detach(), rtol=1e-5, atol=1e-7), method
+
+
+def test_gradual_pruning_runs_next_to_the_ticket(tmp_path, capsys):
+    out = tmp_path / "out"
+    results = run_lotto(out, "--rounds", "2", "--rate", "0.5", "--schedule", "gradual")
+    assert "gradual pruning" in capsys.readouterr().out
+    assert results["settings"]["schedule"] == "gradual"
+    assert results["summary"][0]["gradual"] is None
+    for record in results["runs"]["0"][1:]:
+        assert record["gradual"]["kept"] == record["ticket"]["kept"]  # pruned to the ticket's sparsity
+        assert 0.05 < record["gradual"]["es_test_accuracy"] <= 1.0
+    with (out / "results.csv").open() as file:
+        assert sum(r["run"] == "gradual" for r in csv.DictReader(file)) == 2
+
+
+def test_gradual_steps_span_the_training():
+    assert runner.gradual_steps(672) == (67, 403, 16)
+    assert runner.gradual_steps(2) == (1, 2, 1)
+    for steps in range(2, 300):
+        begin, end, frequency = runner.gradual_steps(steps)
+        assert 1 <= begin < end <= steps
+        assert frequency >= 1
+
+
+def test_gradual_pruning_keeps_pruned_weights_at_zero_while_adam_trains():
+    """A prune between two steps of one optimizer: Adam's moments from before it must not
+    move the weights it pruned."""
+    data = digits()
+    with BACKEND.session():
+        arrays = BACKEND.arrays(data)
+        model = BACKEND.build("lenet", 64, 10, 0)
+        pruner = runner._pruner(BACKEND, model, 0.5)
+        optimizer = BACKEND.optimizer(model, 1e-2)
+        for first in (0, 60):
+            BACKEND.train_step(model, optimizer, arrays, np.arange(first, first + 60))
+        pruner.prune()
+        for first in (120, 180):
+            BACKEND.train_step(model, optimizer, arrays, np.arange(first, first + 60))
+        for layer in BACKEND.prunable_layers(model):
+            assert (layer.weight.detach()[~layer.weight_mask] == 0).all()
