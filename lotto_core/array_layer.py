@@ -47,7 +47,7 @@ class ArrayParameter:
     def __init__(self, value: Array, *, prunable: bool) -> None:
         xp = array_namespace(value)
         self.value: Array = value
-        self.mask: Array | None = xp.ones(value.shape, dtype=xp.bool, device=device(value)) if prunable else None
+        self.mask: Array | None = xp.ones_like(value, dtype=xp.bool) if prunable else None
         self.rewind_point: Array = _copy(value)
 
     def get_value(self) -> Array:

@@ -5,7 +5,9 @@ Array API passes a comparison to bool costs two to three elementwise float passe
 ``nonzero`` thirty. A group of CPU tensors therefore runs the search over zero-copy
 NumPy views of their memory in the host kernels (``lotto_backends._host``), on torch's
 threads. Groups they do not cover (CUDA tensors, score sources other than the core's
-magnitudes and random scores, mixed dtypes, no numba) take the Array API passes.
+magnitudes and random scores, mixed dtypes, no numba) take the Array API passes. A group
+of DTensor weights (FSDP2, tensor parallelism) runs either on each rank's shards, the
+ranks agreeing through collectives of counts (``_dtensor``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from lotto_core.scores import ScoreSource
 from lotto_core.search import Passes
 
 from . import _cpu
+from ._layout import is_dtensor
 
 __all__ = ["TorchBackend"]
 
@@ -36,6 +39,10 @@ class TorchBackend(Backend):
         self.host = host
 
     def passes(self, sources: Sequence[ScoreSource], masks: Sequence[Any], *, values: bool = False) -> Passes:
+        if any(is_dtensor(m) for m in masks):
+            from ._dtensor import DTensorPasses  # imports torch.distributed.tensor, loaded already
+
+            return DTensorPasses(sources, masks, lambda local, shards: self.passes(local, shards))
         group = host_group(sources, masks, _cpu.weight_keys, _cpu.bool_view) if self.host else None
         if group is None:
             return ArrayAPIPasses(sources, masks, set_in_place)

@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ._layout import is_dtensor
+
 __all__ = ["check_ranks_agree", "is_distributed", "keep_out_of_ddp_broadcast"]
 
 _LOTTO_BUFFERS = ("_mask", "_rewind")
@@ -37,8 +39,10 @@ def is_distributed() -> bool:
 
 def check_ranks_agree(masks: Sequence[torch.Tensor]) -> None:
     """Raise on every rank if the ranks of the default process group hold different
-    ``masks``: a checksum per mask (kept count, sum and sum of squares of the kept
-    positions), compared with two all-reduces of 3 integers per mask."""
+    ``masks`` (plain tensors; a DTensor mask is one mask over the ranks): a checksum per
+    mask (kept count, sum and sum of squares of the kept positions), compared with two
+    all-reduces of 3 integers per mask."""
+    masks = [m for m in masks if not is_dtensor(m)]  # a DTensor's shards agree by construction
     if not masks or not is_distributed():
         return
     sums = []

@@ -25,6 +25,7 @@ NaN non-finite, and a negative one as -0.0 (equal to 0); pruning, rewinding and 
 
 from __future__ import annotations
 
+import sys
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -38,6 +39,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from lotto_backends._host import pool
 
 from . import _cpu
+from ._layout import LAYERS, follow_layout, is_dtensor
 
 if TYPE_CHECKING:
     from .layers import PrunableModule
@@ -124,10 +126,11 @@ def check_mask(mask: object, param: torch.Tensor, where: str) -> torch.Tensor:
     return mask
 
 
-def zero_pruned(param: torch.Tensor, mask: torch.Tensor) -> None:
+def zero_pruned(param: torch.Tensor, mask: torch.Tensor, *, views: bool = True) -> None:
     """Set the entries of ``param`` that ``mask`` prunes to exactly 0, whatever they hold:
-    on the CPU in one fused pass (``_cpu.zero_pruned``), elsewhere with torch ops."""
-    if _cpu.zero_pruned(param, mask):
+    on the CPU in one fused pass (``_cpu.zero_pruned``), elsewhere, or without ``views``,
+    with torch ops."""
+    if views and _cpu.zero_pruned(param, mask):
         return
     with torch.no_grad():
         param.mul_(mask.view(torch.uint8)).add_(0.0)  # adding +0.0 turns -x * 0 = -0.0 into +0.0
@@ -161,13 +164,18 @@ def remask_if_changed(layer: PrunableModule, _args: Any) -> None:
             if seen[1] != param._version or seen[4] != id(owner):
                 _remultiply(owner, name, param)
             continue
+        if is_dtensor(mask) and not is_dtensor(param):
+            continue  # FSDP2's unsharded copy, gathered from shards that the optimizer hook keeps masked
         _apply_mask(owner, name, param)
 
 
 def _apply_mask(owner: PrunableModule, name: str, param: torch.Tensor) -> None:
+    follow_layout(owner)
     mask = _mask_of(owner, name)
     check_mask(mask, param, f"{type(owner).__name__}.{buffer_key(name)}_mask")
-    zero_pruned(param, mask)  # exact +0.0 wherever it prunes
+    # exact +0.0 wherever it prunes; with FSDP2 loaded, through torch ops: a NumPy view of a
+    # parameter makes its storage non-resizable, and FSDP2 frees its unsharded copies by resizing
+    zero_pruned(param, mask, views="torch.distributed.fsdp" not in sys.modules)
     mark_clean(owner, name, param)
 
 
@@ -265,6 +273,8 @@ def _plan(optimizer: torch.optim.Optimizer, *, fresh: bool = False) -> _StepPlan
     plan = _PLANS.get(optimizer)
     if plan is not None and plan.key == key and not fresh:
         return plan
+    if any(is_dtensor(p) and p not in _MASKED for p in held) and _adopt_sharded():
+        return _plan(optimizer, fresh=True)
     owners, params, masks = [], [], []
     for param in held:
         entry = _MASKED.get(param)  # type: ignore[no-untyped-call]
@@ -290,6 +300,20 @@ def _plan(optimizer: torch.optim.Optimizer, *, fresh: bool = False) -> _StepPlan
     plan = _StepPlan(key, owners, params, masks, fused, keys, flags, pointers, multiplied, factors)
     _PLANS[optimizer] = plan
     return plan
+
+
+def _adopt_sharded() -> bool:
+    """Register the parameters that became DTensors after their layer was made prunable
+    (``fully_shard`` after ``make_prunable``), with masks laid out like them; whether any
+    was new."""
+    adopted = False
+    for layer in list(LAYERS):
+        follow_layout(layer)
+        for owner, name, param in layer._lotto_masked_parameters():
+            if is_dtensor(param) and param not in _MASKED:
+                _apply_mask(owner, name, param)
+                adopted = True
+    return adopted
 
 
 def _after_optimizer_step(optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -46,6 +47,18 @@ def _check_selectors(arg: str, selectors: object) -> None:
     for s in items:
         if not (isinstance(s, type | str) or callable(s)):
             raise TypeError(f"{arg} holds {s!r}: expected a module type, a name glob or a predicate (name, module)")
+
+
+def _refuse_fully_sharded(model: nn.Module) -> None:
+    """FSDP2 keeps the modules it sharded, which a twin would replace: refuse them."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    sharded = [] if fsdp is None else [name for name, m in model.named_modules() if isinstance(m, fsdp.FSDPModule)]
+    if sharded:
+        raise ValueError(
+            f"model has modules sharded by fully_shard ({sharded[0] or 'the model itself'!r}): "
+            "call make_prunable(model) before fully_shard, which keeps the modules it shards "
+            "(the masks and rewind points then follow the sharding by themselves)"
+        )
 
 
 def make_prunable(
@@ -93,6 +106,7 @@ def make_prunable(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_selectors("include", include)
     _check_selectors("exclude", exclude)
+    _refuse_fully_sharded(model)
 
     def wanted(name: str, module: nn.Module) -> bool:
         if include is not None and not _selects(include, name, module):

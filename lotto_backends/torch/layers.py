@@ -42,6 +42,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from ._layout import LAYERS, follow_layout
 from ._masking import buffer_key, check_mask, hold, holder, mark_clean, mask_key, remask_if_changed, zero_pruned
 
 __all__ = [
@@ -104,6 +105,7 @@ class TorchParameterHandle:
 
     @property
     def parameter(self) -> nn.Parameter:
+        follow_layout(self.layer)
         return self.layer.get_parameter(self.name)
 
     def get_value(self) -> torch.Tensor:
@@ -120,6 +122,7 @@ class TorchParameterHandle:
             mark_clean(self.layer, self.name, param)
 
     def get_mask(self) -> torch.Tensor | None:
+        follow_layout(self.layer)
         return self.layer._buffers.get(self.key + "_mask")
 
     def set_mask(self, mask: torch.Tensor) -> None:
@@ -138,6 +141,7 @@ class TorchParameterHandle:
         mark_clean(self.layer, self.name, param)
 
     def get_rewind_point(self) -> torch.Tensor:
+        follow_layout(self.layer)
         return self.layer.get_buffer(self.key + "_rewind")
 
     def set_rewind_point(self, value: torch.Tensor) -> None:
@@ -187,6 +191,7 @@ class PrunableModule(nn.Module):
 
     def _lotto_setup(self) -> None:
         refuse_inference_mode(f"making a {self._lotto_base.__name__} prunable")
+        LAYERS.add(self)
         self._lotto_versions: dict[str, tuple[torch.Tensor, int, torch.Tensor, int, int]] = {}
         self._lotto_rewind_device: torch.device | None = None
         # parameters that another prunable layer already holds (tied weights): name ->

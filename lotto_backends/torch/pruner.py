@@ -25,6 +25,7 @@ from lotto_core.pruner import check_rewind_scope, rest_of_model
 
 from . import _cpu
 from ._distributed import check_ranks_agree, is_distributed, keep_out_of_ddp_broadcast
+from ._layout import is_dtensor
 from ._masking import mark_clean, zero_pruned
 from .layers import PrunableModule, TorchParameterHandle, refuse_inference_mode
 
@@ -174,7 +175,7 @@ class Pruner(lotto_core.Pruner):
         fused = _rewind_fused([entry for entry in tensors.values() if entry[2] is not None])
         batches: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         for target, point, _, _ in [entry for ident, entry in tensors.items() if ident not in fused]:
-            if point.device == target.device and point.dtype == target.dtype:
+            if point.device == target.device and point.dtype == target.dtype and not is_dtensor(target):
                 batch = batches.setdefault((target.device, target.dtype), ([], []))
                 batch[0].append(target)
                 batch[1].append(point)

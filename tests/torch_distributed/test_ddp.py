@@ -21,7 +21,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_ranks(case: str, nproc: int = 2, timeout: float = 180) -> str:
+def run_ranks(case: str, nproc: int = 2, timeout: float = 180, worker: pathlib.Path = WORKER) -> str:
     command = [
         sys.executable,
         "-m",
@@ -30,7 +30,7 @@ def run_ranks(case: str, nproc: int = 2, timeout: float = 180) -> str:
         "--nnodes=1",
         "--master-addr=127.0.0.1",
         f"--master-port={_free_port()}",
-        str(WORKER),
+        str(worker),
         case,
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}

@@ -1,0 +1,162 @@
+"""One rank of a sharded run on gloo (started by torchrun from test_sharded.py): ``python
+sharded_worker.py CASE``; exits non-zero, with the assertion, if the case fails."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+from lotto_backends.torch import MagnitudePruneGroup, Pruner, RandomPruneGroup, make_prunable
+from lotto_core import ArrayLayer
+
+
+def _weights() -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    ws = [torch.randn(64, 48), torch.randn(30, 7), torch.randn(5, 3), torch.randn(1024, 1024)]
+    ws[1][3:9] = 0.25  # ties at the threshold, split across shards
+    ws[0][10:40] = 0.5
+    return ws
+
+
+@contextmanager
+def _collective_bytes() -> Iterator[list[int]]:
+    """The bytes that ``dist.all_reduce`` and ``dist.all_gather`` move while inside."""
+    moved = [0]
+    reduce, gather = dist.all_reduce, dist.all_gather
+
+    def counted_reduce(tensor: torch.Tensor, *args: object, **kwargs: object) -> object:
+        moved[0] += tensor.numel() * tensor.element_size()
+        return reduce(tensor, *args, **kwargs)
+
+    def counted_gather(out: list[torch.Tensor], tensor: torch.Tensor, *args: object, **kwargs: object) -> object:
+        moved[0] += tensor.numel() * tensor.element_size() * len(out)
+        return gather(out, tensor, *args, **kwargs)
+
+    dist.all_reduce, dist.all_gather = counted_reduce, counted_gather
+    try:
+        yield moved
+    finally:
+        dist.all_reduce, dist.all_gather = reduce, gather
+
+
+def _placements() -> list[list[object]]:
+    if dist.get_world_size() == 4:
+        return [[Shard(0), Replicate()], [Shard(0), Shard(1)], [Replicate(), Shard(1)], [Shard(1), Shard(0)]]
+    return [[Shard(0)], [Shard(1)], [Replicate()]]
+
+
+def dtensor_masks_match(rank: int) -> None:
+    """Masks and weights equal those of the same weights pruned whole, bit for bit, for
+    every layout; the collectives move a few percent of the weights' bytes."""
+    world = dist.get_world_size()
+    mesh = init_device_mesh("cpu", (2, 2) if world == 4 else (world,))
+    weights = _weights()
+    weight_bytes = sum(w.numel() * w.element_size() for w in weights)
+    for placements in _placements():
+        for make in (MagnitudePruneGroup, lambda layers, p: RandomPruneGroup(layers, p, seed=3)):
+            whole = [ArrayLayer({"w": w.clone()}) for w in weights]
+            sharded = [ArrayLayer({"w": distribute_tensor(w.clone(), mesh, placements)}) for w in weights]
+            for layers in (whole, sharded):
+                pruner = Pruner([make(layers, 0.37)])
+                with _collective_bytes() as moved:
+                    pruner.prune()
+                    pruner.prune()
+            assert moved[0] <= 0.05 * weight_bytes, (placements, moved[0], weight_bytes)
+            for a, b in zip(whole, sharded, strict=True):
+                mask = b.parameter_handles()["w"].get_mask()
+                assert isinstance(mask, DTensor)
+                assert mask.placements == tuple(placements)
+                assert torch.equal(a.parameter_handles()["w"].get_mask(), mask.full_tensor()), placements
+                assert torch.equal(
+                    a.parameter_handles()["w"].get_value(), b.parameter_handles()["w"].get_value().full_tensor()
+                )
+    print(rank, "ok")
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def _fsdp(model: nn.Module, mesh: object) -> None:
+    fully_shard(model, mesh=mesh)
+
+
+def _tp(model: nn.Module, mesh: object) -> None:
+    parallelize_module(model, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+
+
+def _check_training(shard: Callable[[nn.Module, object], None], rank: int) -> None:
+    """In both orders (shard then prune, prune then shard), the masks equal the unsharded
+    model's, three Adam steps revive no pruned weight, and rewind restores the rewind
+    point with the pruned weights at 0."""
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    reference = make_prunable(_model())
+    Pruner([MagnitudePruneGroup([reference[0], reference[2]], 0.5)], model=reference).prune()
+    for prune_first in (False, True):
+        model = make_prunable(_model())
+        pruner = Pruner([MagnitudePruneGroup([model[0], model[2]], 0.5)], model=model)
+        if prune_first:
+            pruner.prune()
+        shard(model, mesh)
+        if not prune_first:
+            pruner.prune()
+        for layer, ref in zip((model[0], model[2]), (reference[0], reference[2]), strict=True):
+            assert torch.equal(_full(layer.weight_mask), ref.weight_mask), prune_first
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+        gen = torch.Generator().manual_seed(rank)
+        for _ in range(3):
+            loss = model(torch.randn(4, 8, generator=gen)).square().sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        for layer in (model[0], model[2]):
+            assert isinstance(layer.weight_mask, DTensor)  # laid out like the weight by the first step at the latest
+            assert layer.weight_mask.placements == layer.weight.placements
+            mask = _full(layer.weight_mask)
+            weight = _full(layer.weight.detach())
+            assert int((weight[~mask] != 0).sum()) == 0, f"pruned weights revived (prune first: {prune_first})"
+            assert not torch.equal(weight, _full(layer.weight_rewind) * mask)  # the kept ones trained
+        pruner.rewind()
+        for layer in (model[0], model[2]):
+            mask = _full(layer.weight_mask)
+            assert torch.equal(_full(layer.weight.detach()), _full(layer.weight_rewind) * mask)
+    print(rank, "ok")
+
+
+def fsdp_training(rank: int) -> None:
+    _check_training(_fsdp, rank)
+
+
+def tp_training(rank: int) -> None:
+    _check_training(_tp, rank)
+
+
+def fsdp_then_make_prunable_is_refused(rank: int) -> None:
+    model = _model()
+    fully_shard(model, mesh=init_device_mesh("cpu", (dist.get_world_size(),)))
+    with pytest.raises(ValueError, match=r"call make_prunable\(model\) before fully_shard"):
+        make_prunable(model)
+    print(rank, "ok")
+
+
+if __name__ == "__main__":
+    dist.init_process_group("gloo")
+    try:
+        globals()[sys.argv[1]](dist.get_rank())
+    finally:
+        dist.destroy_process_group()
