@@ -25,6 +25,7 @@ from lotto_core.search import Passes
 
 from . import _cpu
 from ._layout import is_dtensor
+from ._masking import zero_pruned
 
 __all__ = ["TorchBackend"]
 
@@ -57,12 +58,21 @@ class TorchBackend(Backend):
         return HostPasses(*group, _cpu.threads(), wrap=wrap)
 
     def write(self, writes: Sequence[Write]) -> None:
-        """Each weight zeroed in place by the kernels where they apply and stored with
-        its mask; every other handle stores its mask itself (the prunable layers'
-        handles zero through the same kernels)."""
+        """Each weight zeroed in place by the kernels where they apply (a DTensor shard
+        by shard) and stored with its mask; every other handle stores its mask itself
+        (the prunable layers' handles zero through the same kernels)."""
         for handle, mask, _ in writes:
             value = handle.get_value()
-            if isinstance(handle, TakesMaskedValue) and _cpu.zero_pruned(value, mask):
+            if isinstance(handle, TakesMaskedValue) and _zeroed_in_place(value, mask):
                 handle.set_masked(mask, value)
             else:
                 handle.set_mask(mask)
+
+
+def _zeroed_in_place(value: Any, mask: Any) -> bool:
+    """Zero what ``mask`` prunes in ``value`` itself where that needs no communication
+    and no temporary the size of the weight; whether it did."""
+    if is_dtensor(value) and is_dtensor(mask):
+        zero_pruned(value, mask)
+        return True
+    return _cpu.zero_pruned(value, mask)

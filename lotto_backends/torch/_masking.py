@@ -129,7 +129,18 @@ def check_mask(mask: object, param: torch.Tensor, where: str) -> torch.Tensor:
 def zero_pruned(param: torch.Tensor, mask: torch.Tensor, *, views: bool = True) -> None:
     """Set the entries of ``param`` that ``mask`` prunes to exactly 0, whatever they hold:
     on the CPU in one fused pass (``_cpu.zero_pruned``), elsewhere, or without ``views``,
-    with torch ops."""
+    with torch ops. A DTensor with its mask's layout is zeroed shard by shard, with no
+    communication."""
+    if (
+        is_dtensor(param)
+        and is_dtensor(mask)
+        and (param.device_mesh, param.placements)
+        == (  # type: ignore[attr-defined]
+            mask.device_mesh,  # type: ignore[attr-defined]
+            mask.placements,  # type: ignore[attr-defined]
+        )
+    ):
+        param, mask = param.to_local(), mask.to_local()  # type: ignore[attr-defined]
     if views and _cpu.zero_pruned(param, mask):
         return
     with torch.no_grad():

@@ -14,6 +14,7 @@ from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor.debug import CommDebugMode
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 from lotto_backends.torch import MagnitudePruneGroup, Pruner, RandomPruneGroup, make_prunable
@@ -68,10 +69,12 @@ def dtensor_masks_match(rank: int) -> None:
             sharded = [ArrayLayer({"w": distribute_tensor(w.clone(), mesh, placements)}) for w in weights]
             for layers in (whole, sharded):
                 pruner = Pruner([make(layers, 0.37)])
-                with _collective_bytes() as moved:
+                with _collective_bytes() as moved, CommDebugMode() as comms:
                     pruner.prune()
                     pruner.prune()
             assert moved[0] <= 0.05 * weight_bytes, (placements, moved[0], weight_bytes)
+            ops = {str(op) for op in comms.get_comm_counts()}
+            assert ops <= {"c10d.allreduce_", "c10d.allgather_"}, ops  # Lotto's own collectives, nothing of DTensor's
             for a, b in zip(whole, sharded, strict=True):
                 mask = b.parameter_handles()["w"].get_mask()
                 assert isinstance(mask, DTensor)
