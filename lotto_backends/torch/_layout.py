@@ -21,7 +21,7 @@ import torch
 if TYPE_CHECKING:
     from .layers import PrunableModule
 
-__all__ = ["LAYERS", "follow_layout", "is_dtensor", "shard_like"]
+__all__ = ["LAYERS", "follow_layout", "is_dtensor", "same_layout", "shard_like"]
 
 LAYERS: weakref.WeakSet[PrunableModule] = weakref.WeakSet()
 """Every live prunable layer: what the optimizer hook looks through for parameters that
@@ -32,6 +32,11 @@ def is_dtensor(x: object) -> bool:
     """Whether ``x`` is a DTensor (without importing ``torch.distributed.tensor``)."""
     module = sys.modules.get("torch.distributed.tensor")
     return module is not None and isinstance(x, module.DTensor)
+
+
+def same_layout(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are DTensors on one mesh with the same placements."""
+    return is_dtensor(a) and is_dtensor(b) and (a.device_mesh, a.placements) == (b.device_mesh, b.placements)
 
 
 def shard_like(whole: torch.Tensor, param: Any) -> Any:

@@ -39,7 +39,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from lotto_backends._host import pool
 
 from . import _cpu
-from ._layout import LAYERS, follow_layout, is_dtensor
+from ._layout import LAYERS, follow_layout, is_dtensor, same_layout
 
 if TYPE_CHECKING:
     from .layers import PrunableModule
@@ -131,16 +131,8 @@ def zero_pruned(param: torch.Tensor, mask: torch.Tensor, *, views: bool = True) 
     on the CPU in one fused pass (``_cpu.zero_pruned``), elsewhere, or without ``views``,
     with torch ops. A DTensor with its mask's layout is zeroed shard by shard, with no
     communication."""
-    if (
-        is_dtensor(param)
-        and is_dtensor(mask)
-        and (param.device_mesh, param.placements)
-        == (  # type: ignore[attr-defined]
-            mask.device_mesh,  # type: ignore[attr-defined]
-            mask.placements,  # type: ignore[attr-defined]
-        )
-    ):
-        param, mask = param.to_local(), mask.to_local()  # type: ignore[attr-defined]
+    if same_layout(param, mask):
+        param, mask = cast(Any, param).to_local(), cast(Any, mask).to_local()
     if views and _cpu.zero_pruned(param, mask):
         return
     with torch.no_grad():

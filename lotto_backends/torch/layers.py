@@ -42,7 +42,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from ._layout import LAYERS, follow_layout
+from ._layout import LAYERS, follow_layout, is_dtensor, shard_like
 from ._masking import buffer_key, check_mask, hold, holder, mark_clean, mask_key, remask_if_changed, zero_pruned
 
 __all__ = [
@@ -244,6 +244,22 @@ class PrunableModule(nn.Module):
             pinned[key] = cast(torch.Tensor, point).to(device=self._lotto_rewind_device, dtype=dtype)
         self._buffers = {key: pinned[key] if key in pinned else self._buffers[key] for key in order}
         return self
+
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        follow_layout(self)  # a sharded layer saves masks and rewind points sharded like their parameters
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Load as ``nn.Module`` does; a whole mask or rewind point (a checkpoint of the
+        unsharded model) loads into a sharded layer as this rank's shard of it."""
+        follow_layout(self)
+        for key, buffer in self._buffers.items():
+            saved = state_dict.get(prefix + key)
+            if not (isinstance(saved, torch.Tensor) and is_dtensor(buffer)) or is_dtensor(saved):
+                continue
+            if tuple(saved.shape) == tuple(cast(torch.Tensor, buffer).shape):  # else nn.Module says why
+                state_dict[prefix + key] = shard_like(saved, buffer)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def parameter_handles(self) -> Mapping[str, TorchParameterHandle]:
         """Every parameter of the layer (submodules' too, by dotted name); the prunable

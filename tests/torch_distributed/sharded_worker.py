@@ -157,9 +157,54 @@ def fsdp_then_make_prunable_is_refused(rank: int) -> None:
     print(rank, "ok")
 
 
+def sharded_model(prune_rounds: int) -> tuple[nn.Module, Pruner]:
+    """The model of ``_model`` made prunable, its pruner, then ``fully_shard`` over every
+    rank (with one rank: the plain model), pruned ``prune_rounds`` times."""
+    model = make_prunable(_model())
+    pruner = Pruner([MagnitudePruneGroup([model[0], model[2]], 0.5)], model=model)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        fully_shard(model, mesh=init_device_mesh("cpu", (dist.get_world_size(),)))
+    for _ in range(prune_rounds):
+        pruner.prune()
+    return model, pruner
+
+
+def full_masks(model: nn.Module) -> list[torch.Tensor]:
+    return [_full(layer.weight_mask).clone() for layer in (model[0], model[2])]
+
+
+def dcp_save(rank: int, folder: str) -> None:
+    """Save a sharded model pruned twice, and its pruner, through DCP."""
+    import torch.distributed.checkpoint as dcp
+
+    model, pruner = sharded_model(2)
+    dcp.save({"model": model.state_dict(), "pruner": pruner.state_dict()}, checkpoint_id=folder)
+    print(rank, "ok")
+
+
+def dcp_load(rank: int, folder: str, expected: str) -> None:
+    """Load a checkpoint saved by another number of ranks into the sharded model: its
+    masks, and those of one more round, are the ``expected`` ones."""
+    import torch.distributed.checkpoint as dcp
+
+    model, pruner = sharded_model(0)
+    state = {"model": model.state_dict(), "pruner": pruner.state_dict()}
+    dcp.load(state, checkpoint_id=folder)
+    model.load_state_dict(state["model"])
+    pruner.load_state_dict(state["pruner"])
+    want = torch.load(expected)
+    for got, mask in zip(full_masks(model), want["loaded"], strict=True):
+        assert torch.equal(got, mask)
+    assert pruner.rounds == 2
+    pruner.prune()
+    for got, mask in zip(full_masks(model), want["next"], strict=True):
+        assert torch.equal(got, mask)
+    print(rank, "ok")
+
+
 if __name__ == "__main__":
     dist.init_process_group("gloo")
     try:
-        globals()[sys.argv[1]](dist.get_rank())
+        globals()[sys.argv[1]](dist.get_rank(), *sys.argv[2:])
     finally:
         dist.destroy_process_group()

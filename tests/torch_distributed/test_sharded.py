@@ -6,21 +6,65 @@ from __future__ import annotations
 import pathlib
 
 import pytest
+import torch
+import torch.distributed.checkpoint as dcp
 
-from .test_ddp import run_ranks
+from . import sharded_worker
+from .helpers import run_ranks
 
 WORKER = pathlib.Path(__file__).with_name("sharded_worker.py")
 
 
 @pytest.mark.parametrize("nproc", [2, 4])
 def test_sharded_masks_equal_the_whole_weights_masks(nproc):
-    assert run_ranks("dtensor_masks_match", nproc=nproc, worker=WORKER).count(" ok") == nproc
+    assert run_ranks(WORKER, "dtensor_masks_match", nproc=nproc).count(" ok") == nproc
 
 
 @pytest.mark.parametrize("case", ["fsdp_training", "tp_training"])
 def test_training_keeps_pruned_weights_at_zero_in_either_order(case):
-    assert run_ranks(case, worker=WORKER).count(" ok") == 2
+    assert run_ranks(WORKER, case).count(" ok") == 2
 
 
 def test_make_prunable_after_fully_shard_names_the_order():
-    assert run_ranks("fsdp_then_make_prunable_is_refused", worker=WORKER).count(" ok") == 2
+    assert run_ranks(WORKER, "fsdp_then_make_prunable_is_refused").count(" ok") == 2
+
+
+def _expected(tmp_path: pathlib.Path) -> pathlib.Path:
+    """The masks of the whole model after two rounds and after three, in one process."""
+    model, pruner = sharded_worker.sharded_model(2)
+    loaded = sharded_worker.full_masks(model)
+    pruner.prune()
+    path = tmp_path / "expected.pt"
+    torch.save({"loaded": loaded, "next": sharded_worker.full_masks(model)}, path)
+    return path
+
+
+ONE_PROCESS = pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")
+"""DCP in this process, without a process group, says so."""
+
+
+@ONE_PROCESS
+def test_a_checkpoint_of_two_ranks_loads_into_one(tmp_path):
+    folder = tmp_path / "ckpt"
+    assert run_ranks(WORKER, "dcp_save", str(folder)).count(" ok") == 2
+    expected = torch.load(_expected(tmp_path))
+    model, pruner = sharded_worker.sharded_model(0)
+    state = {"model": model.state_dict(), "pruner": pruner.state_dict()}
+    dcp.load(state, checkpoint_id=str(folder))
+    model.load_state_dict(state["model"])
+    pruner.load_state_dict(state["pruner"])
+    for got, mask in zip(sharded_worker.full_masks(model), expected["loaded"], strict=True):
+        assert torch.equal(got, mask)
+    assert pruner.rounds == 2
+    pruner.prune()
+    for got, mask in zip(sharded_worker.full_masks(model), expected["next"], strict=True):
+        assert torch.equal(got, mask)
+
+
+@ONE_PROCESS
+def test_a_checkpoint_of_one_process_loads_into_two_ranks(tmp_path):
+    folder = tmp_path / "ckpt"
+    model, pruner = sharded_worker.sharded_model(2)
+    dcp.save({"model": model.state_dict(), "pruner": pruner.state_dict()}, checkpoint_id=str(folder))
+    expected = _expected(tmp_path)
+    assert run_ranks(WORKER, "dcp_load", str(folder), str(expected)).count(" ok") == 2
