@@ -22,6 +22,7 @@ BENCHMARKS = [
     "bench_torch_compile_step.py",
     "bench_torch_many_layers.py",
     "bench_torch_ddp.py",
+    "bench_torch_sharded_prune.py",
     "bench_torch_sparse_inference.py",
     "bench_jax_global_prune.py",
     "bench_jax_train_step.py",

@@ -99,6 +99,13 @@ def _fsdp(model: nn.Module, mesh: object) -> None:
     fully_shard(model, mesh=mesh)
 
 
+def _fsdp_per_layer(model: nn.Module, mesh: object) -> None:
+    """FSDP2's usual wrapping: each layer, then the root."""
+    fully_shard(model[0], mesh=mesh)
+    fully_shard(model[2], mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
 def _tp(model: nn.Module, mesh: object) -> None:
     parallelize_module(model, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
 
@@ -143,6 +150,10 @@ def _check_training(shard: Callable[[nn.Module, object], None], rank: int) -> No
 
 def fsdp_training(rank: int) -> None:
     _check_training(_fsdp, rank)
+
+
+def fsdp_per_layer_training(rank: int) -> None:
+    _check_training(_fsdp_per_layer, rank)
 
 
 def tp_training(rank: int) -> None:

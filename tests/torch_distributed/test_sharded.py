@@ -20,7 +20,7 @@ def test_sharded_masks_equal_the_whole_weights_masks(nproc):
     assert run_ranks(WORKER, "dtensor_masks_match", nproc=nproc).count(" ok") == nproc
 
 
-@pytest.mark.parametrize("case", ["fsdp_training", "tp_training"])
+@pytest.mark.parametrize("case", ["fsdp_training", "fsdp_per_layer_training", "tp_training"])
 def test_training_keeps_pruned_weights_at_zero_in_either_order(case):
     assert run_ranks(WORKER, case).count(" ok") == 2
 
