@@ -47,6 +47,9 @@ class Backend(Protocol):
     """File-name suffix of the files that ``dump`` writes (``".pt"``)."""
     load_hint: str
     """How to load the saved sparse model, printed as the command's last line."""
+    rank: int
+    """This process's rank in a data-parallel run (torchrun), else 0: only rank 0 writes
+    files and prints."""
 
     def session(self) -> AbstractContextManager[None]:
         """A context in which runs are deterministic (and, where it matters, single-threaded),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
 import pathlib
 import sys
 import time
@@ -21,7 +22,7 @@ from typing import Any
 from .backend import BACKENDS, BackendError, load_backend
 from .data import DATASETS, DataError, load_dataset
 from .models import MODELS, cnn_lengths
-from .runner import METHODS, SCHEDULES, ResumeError, Settings, check_settings, run
+from .runner import METHODS, SCHEDULES, Reporter, ResumeError, Settings, check_settings, run
 
 __all__ = ["PRESETS", "build_parser", "main"]
 
@@ -154,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"lotto needs {' and '.join(missing)}: pip install 'lotto[experiment]'")
     if out.exists() and not out.is_dir():
         parser.error(f"--out {out} is a file, not a folder")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and settings.backend != "torch":
+        parser.error(f"a data-parallel run (torchrun) needs --backend torch, got --backend {settings.backend}")
     try:
         backend = load_backend(settings.backend)
         dataset = load_dataset(settings.dataset)
@@ -168,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .results import summarize
 
     started = time.perf_counter()
-    reporter = ProgressReporter(settings.seeds, settings.rounds)
+    reporter: Reporter = ProgressReporter(settings.seeds, settings.rounds) if backend.rank == 0 else Reporter()
     try:
         outcome = run(settings, dataset, backend, out, reporter)
     except ResumeError as error:
@@ -183,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         reporter.close()
+    if backend.rank != 0:
+        return 0  # rank 0 reports a data-parallel run
     results = summarize(settings, dataset, outcome)
     paths = write_reports(out, results)
     print()

@@ -99,6 +99,7 @@ class JaxBackend:
     """The :class:`~lotto_backends.experiment.backend.Backend` for JAX and Flax NNX."""
 
     name = "jax"
+    rank = 0
     suffix = ".npz"
     load_hint = (
         "load the sparse model's arrays with numpy.load(path, allow_pickle=False), or "

@@ -254,6 +254,9 @@ class Reporter:
     def resumed(self, seed: int, finished: int, path: pathlib.Path) -> None:
         """A seed continues from ``path``, where rounds 0 .. ``finished`` are done."""
 
+    def close(self) -> None:
+        """The run ended (or stopped): release what shows the progress."""
+
 
 def run(
     settings: Settings, dataset: Dataset, backend: Backend, out: pathlib.Path, reporter: Reporter | None = None
@@ -268,9 +271,10 @@ def run(
         other settings.
     """
     reporter = reporter or Reporter()
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    bind_folder(out, settings, dataset)
+    if backend.rank == 0:  # in a data-parallel run, the other ranks read the folder only
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+        bind_folder(out, settings, dataset)
     outcome: dict[int, dict[str, Any]] = {}
     with backend.session():
         states = {seed: _load_state(settings, seed, dataset, backend, out) for seed in settings.seed_list}
@@ -282,12 +286,13 @@ def run(
             path = out / f"sparse_model_seed{seed}{backend.suffix}"
             buffer = io.BytesIO()
             backend.dump(sparse, buffer)
-            write_bytes_atomic(path, buffer.getvalue())
+            if backend.rank == 0:
+                write_bytes_atomic(path, buffer.getvalue())
             outcome[seed] = {
                 "records": records,
                 "sparse_model": {
                     "file": path.name,
-                    "file_bytes": path.stat().st_size,
+                    "file_bytes": len(buffer.getvalue()),
                     "sparse_bytes": sparse_bytes,
                     "dense_bytes": dense_bytes,
                 },
@@ -520,7 +525,10 @@ class _SeedExperiment:
         return model, pruner
 
     def _save(self, records: list[dict[str, Any]]) -> None:
+        """Write the state after a round (rank 0 of a data-parallel run: the ranks hold the same)."""
         assert self.random_pruner is not None
+        if self.backend.rank != 0:
+            return
         state = {
             "format": STATE_FORMAT,
             "identity": self.settings.identity(self.seed, self.dataset),

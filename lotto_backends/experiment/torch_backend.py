@@ -6,12 +6,19 @@ Runs use the CPU with one thread (restored afterwards): the networks are small e
 that one thread is as fast as two, and the CPU kernels then give the same bits on every
 run on a machine, whatever its number of cores. (``torch.use_deterministic_algorithms``
 would add nothing on the CPU here, and it imports the compiler stack: 3 s at start.)
+
+Started by ``torchrun`` (``WORLD_SIZE`` > 1), the run is data-parallel on gloo: each rank
+trains on its share of every batch under ``DistributedDataParallel``, with the loss
+scaled so that DDP's average of the ranks' gradients is the gradient of the whole
+batch's mean loss, as in one process; every rank prunes (``Pruner.prune`` checks that
+they agree) and evaluates, and rank 0 alone writes files and prints.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,9 +26,18 @@ from typing import IO, Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from lotto_backends.torch import PrunableConv1d, PrunableLinear, PrunableModule, sparsify, synaptic_flow
+from lotto_backends.torch import (
+    PrunableConv1d,
+    PrunableLinear,
+    PrunableModule,
+    make_prunable,
+    sparsify,
+    synaptic_flow,
+)
 from lotto_core.strategy import SNIP, GraSP, Score, SynFlow
 
 from . import models
@@ -30,6 +46,14 @@ from .data import Dataset
 __all__ = ["BACKEND", "TorchBackend"]
 
 _EVAL_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class _DataParallel:
+    """A data-parallel run's training: the model under DDP and its optimizer."""
+
+    model: DistributedDataParallel
+    optimizer: torch.optim.Optimizer
 
 
 @dataclass(frozen=True)
@@ -49,14 +73,23 @@ class TorchBackend:
         "so load only files you trust (lotto_backends.torch must be importable)"
     )
 
+    def __init__(self) -> None:
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+
     @contextmanager
     def session(self) -> Iterator[None]:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
+        joined = self.world > 1 and not dist.is_initialized()
+        if joined:
+            dist.init_process_group("gloo")
         try:
             yield
         finally:
             torch.set_num_threads(threads)
+            if joined:
+                dist.destroy_process_group()
 
     def arrays(self, dataset: Dataset) -> TorchArrays:
         splits = {
@@ -77,7 +110,7 @@ class TorchBackend:
             for layer in self.prunable_layers(net):
                 nn.init.xavier_normal_(layer.weight, generator=generator)
                 nn.init.zeros_(layer.bias)
-        return net
+        return make_prunable(net)  # its layers are prunable already: this keeps their masks out of DDP's broadcast
 
     def prunable_layers(self, model: nn.Module) -> Sequence[PrunableModule]:
         return [m for m in model.modules() if isinstance(m, PrunableModule)]
@@ -85,15 +118,25 @@ class TorchBackend:
     def copy(self, model: nn.Module) -> nn.Module:
         return copy.deepcopy(model)
 
-    def optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-        return torch.optim.Adam(model.parameters(), lr=lr)
+    def optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer | _DataParallel:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        return optimizer if self.world == 1 else _DataParallel(DistributedDataParallel(model), optimizer)
 
     def train_step(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, arrays: TorchArrays, index: np.ndarray
+        self, model: nn.Module, optimizer: torch.optim.Optimizer | _DataParallel, arrays: TorchArrays, index: np.ndarray
     ) -> None:
         x, y = arrays.splits["train"]
-        batch = torch.from_numpy(index)
         model.train()
+        if isinstance(optimizer, _DataParallel):
+            # this rank's share; DDP averages the ranks' gradients, so each sums its share's
+            # losses over the whole batch's size times the ranks: the gradient of the batch's mean
+            share = torch.from_numpy(np.array_split(index, self.world)[self.rank])
+            optimizer.optimizer.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(optimizer.model(x[share]), y[share], reduction="sum")
+            (loss * (self.world / len(index))).backward()
+            optimizer.optimizer.step()
+            return
+        batch = torch.from_numpy(index)
         optimizer.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
         optimizer.step()
