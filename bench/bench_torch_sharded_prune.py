@@ -6,7 +6,7 @@ of ``MagnitudePruneGroup.prune`` on the sharded weights (the slowest rank, best 
 against the one-process prune (best of 5, with as many threads as ranks), and the bytes
 that Lotto's collectives move per prune (all ranks together) against the weights' bytes.
 Targets: the masks equal the one-process masks (checked), and the collectives move at
-most 1% of the weights' bytes; no weight-sized collective at all.
+most 1% of the weights' bytes (the gathered sample: one key per 128 weights at most).
 
 Run: ``nox -s bench`` or ``python bench/bench_torch_sharded_prune.py`` (it starts its
 ranks with torchrun on 127.0.0.1).

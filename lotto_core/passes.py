@@ -157,6 +157,12 @@ class ArrayAPIPasses:
         tied = np.asarray([0 if b is None else count_true(xp, b[0] == t) for b in bands], np.int64)
         return self.fmt.key(t), less, tied
 
+    def band_count(self, keys: Sequence[int]) -> np.ndarray:
+        xp, values = self.xp, [self.fmt.value(key) for key in keys]
+        return np.asarray(
+            [[0 if b is None else count_true(xp, b[0] <= v) for v in values] for b in self.bands or []], np.int64
+        ).reshape(len(self.bands or []), len(keys))
+
     def masks(self, t: int, cuts: Sequence[Cut]) -> list[tuple[Array | None, Array | None]]:
         xp, v = self.xp, self.fmt.value(t)
         out: list[tuple[Array | None, Array | None]] = []

@@ -127,6 +127,12 @@ class BandPasses(Passes, Protocol):
         below and equal to it."""
         ...
 
+    def band_count(self, keys: Sequence[int]) -> np.ndarray:
+        """For each parameter (rows) and ascending key (columns), the held band's keys
+        ``<=`` it: what passes over several processes add up to select in their bands
+        together (``band_select`` over all of them)."""
+        ...
+
 
 Count = Callable[[int, int], int]
 """``count(kept, size) -> k``: how many of the ``kept`` weights, of ``size`` in all, go."""

@@ -125,6 +125,7 @@ class HostPasses:
         self.tasks = [(i, a, b) for i, q in enumerate(params) for a, b in pool.chunks(q.keys.size)]
         """``(parameter, start, stop)`` of every chunk, the unit of a pass."""
         self.splits: list[_Split] | None = None
+        self.sorted_band: list[np.ndarray] | None = None
 
     def map(self, fn: Callable[..., T], tasks: Sequence[tuple[Any, ...]]) -> list[T]:
         return pool.map_chunks(fn, tasks, self.threads)
@@ -204,7 +205,7 @@ class HostPasses:
             upto[i] += u
             if band is not None:
                 parts[i].append(band)
-        self.splits = None
+        self.splits, self.sorted_band = None, None
         if not full.is_set():
             empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=self.fmt.int_dtype))
             self.splits = [
@@ -219,6 +220,14 @@ class HostPasses:
         less = np.asarray([np.count_nonzero(s.keys < t) for s in splits], np.int64)
         tied = np.asarray([np.count_nonzero(s.keys == t) for s in splits], np.int64)
         return int(t), less, tied
+
+    def band_count(self, keys: Sequence[int]) -> np.ndarray:
+        """Binary searches in the held band's keys, sorted once per split."""
+        if self.sorted_band is None:
+            self.sorted_band = [np.sort(s.keys) for s in self.splits or []]
+        wanted = np.asarray(keys, np.int64)
+        rows = [np.searchsorted(band, wanted, side="right") for band in self.sorted_band]
+        return np.asarray(rows, np.int64).reshape(len(self.sorted_band), len(keys))
 
     def masks(self, t: int, cuts: Sequence[Cut]) -> list[tuple[Any, Any]]:
         """From the held split: the band's kept entries set in the mask (its pruned ones

@@ -1,9 +1,13 @@
 """The selection's passes over DTensor weights (FSDP2, tensor parallelism): each rank
-runs the local passes over its own shards, and the ranks agree through all-reduces of
-the counts (a few integers per parameter and pivot), one all-gather of the strided
-sample that brackets the threshold (``SAMPLE_KEYS`` keys at most, over all ranks), and, only
-when a tie at the threshold is split inside a parameter, a bisection over the tied
-entries' global positions (one integer per step). No weight, score or mask crosses.
+runs the local passes over its own shards, and the ranks agree through one all-gather
+of the strided sample that brackets the threshold (one key per ``SAMPLE_SHARE``
+entries, ``MAX_SAMPLE`` at most) and all-reduces of counts. Each rank splits its
+shards by the bracket and holds its part of the band; the threshold is the order
+statistic of all the ranks' bands, found by counting them at a few pivots per round
+(``band_count``). Only when a tie at the threshold is split inside a parameter, a
+bisection over the tied entries' global positions follows (one integer per step). No
+weight, score or mask crosses; where a rank's band is too wide for the budget,
+counting passes over the shards narrow the threshold instead.
 
 The masks are those of the same weights pruned whole in one process, bit for bit: the
 counts are the global counts, and the first ties in C order are found by their global
@@ -25,13 +29,15 @@ from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
 from lotto_core.scores import ArrayScores, MagnitudeScores, RandomScores, ScoreSource
-from lotto_core.search import Cut, Passes
+from lotto_core.search import BandPasses, Cut, Passes, even_split
 
 __all__ = ["DTensorPasses", "LocalPasses"]
 
-SAMPLE_KEYS = 1 << 13
-"""The most keys the ranks gather to bracket the threshold (64 KiB): the counting passes
-narrow the bracket from there."""
+SAMPLE_SHARE, MIN_SAMPLE, MAX_SAMPLE = 128, 1 << 13, 1 << 17
+"""The ranks gather one sampled key per ``SAMPLE_SHARE`` entries, at least
+``MIN_SAMPLE`` and at most ``MAX_SAMPLE`` keys (512 KiB): at most 0.8% of float32
+weights' bytes, 0.4% of 134 MB of them, and enough to bracket the threshold within the
+band's budget (1/64 of the entries, which needs some 10^5 keys at a rate of 0.5)."""
 
 LocalPasses = Callable[[Sequence[ScoreSource], Sequence[torch.Tensor]], Passes]
 """``local(sources, masks) -> Passes``: the backend's passes over plain local tensors."""
@@ -104,8 +110,8 @@ def _local_source(source: ScoreSource, shard: _Shard, local: torch.Tensor) -> Sc
 
 
 class DTensorPasses:
-    """``lotto_core.search.Passes`` over DTensor weights: the local passes of each rank,
-    summed over the ranks (see the module docstring)."""
+    """``lotto_core.search.BandPasses`` over DTensor weights: the local passes of each
+    rank, summed over the ranks (see the module docstring)."""
 
     def __init__(self, sources: Sequence[ScoreSource], masks: Sequence[DTensor], local: LocalPasses) -> None:
         _check_all_dtensors(masks)
@@ -117,7 +123,8 @@ class DTensorPasses:
             _local_source(src, shard, w) for src, shard, w in zip(sources, self.shards, weights, strict=True)
         ]
         self.local = local
-        self.inner = local(self.sources, self.local_masks)
+        self.inner = self._band_passes()
+        self.bracket: tuple[int, int] | None = None  # of the last split, if every rank's band fitted
         self.fmt, self.zero_below = self.inner.fmt, self.inner.zero_below
         self.size = sum(math.prod(m.shape) for m in masks)
         self.device = self.local_masks[0].device
@@ -135,8 +142,8 @@ class DTensorPasses:
         return [int(n) for n in self._sum(np.asarray(self.inner.kept(), np.int64))]
 
     def sample(self, step: int) -> np.ndarray:
-        """The ranks' samples, gathered: ``SAMPLE_KEYS`` keys at most over all ranks."""
-        step = max(step, -(-self.size // SAMPLE_KEYS))
+        """The ranks' samples, gathered: one key per ``SAMPLE_SHARE`` entries at most."""
+        step = max(step, self.size // min(MAX_SAMPLE, max(MIN_SAMPLE, self.size // SAMPLE_SHARE)))
         counted = [i for i in range(len(self.sources)) if self.counting[i]]
         wide = np.dtype(self.fmt.int_dtype).itemsize > 4
         mine = np.zeros(0, np.int64 if wide else np.int32)
@@ -158,6 +165,35 @@ class DTensorPasses:
     def count(self, keys: Sequence[int]) -> np.ndarray:
         return self._sum(self.inner.count(keys))
 
+    def split(self, lo: int, hi: int, budget: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Every rank splits its shards, holding a band of up to ``budget`` entries; the
+        band is held if every rank's fitted."""
+        below, upto, banded = self.inner.split(lo, hi, budget)
+        counted = self._sum(np.stack([below, upto], axis=1))
+        missed = torch.tensor([0 if banded else 1], dtype=torch.int64, device=self.device)
+        dist.all_reduce(missed)
+        self.bracket = (lo, hi) if int(missed) == 0 else None
+        return counted[:, 0], counted[:, 1], self.bracket is not None
+
+    def band_select(self, rank: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """The ``rank``-th smallest key of all ranks' bands: the bracket narrowed by
+        counting the bands at up to ``PIVOTS`` keys per round (one all-reduce each)."""
+        assert self.bracket is not None
+        lo, hi = self.bracket
+        while lo < hi:
+            keys = even_split(lo, hi)
+            totals = self._sum(self.inner.band_count(keys)).sum(axis=0)
+            for key, total in zip(keys, totals, strict=True):
+                if total > rank:
+                    hi = key
+                    break
+                lo = key + 1
+        counts = self._sum(self.inner.band_count([lo - 1, lo]))
+        return lo, counts[:, 0], counts[:, 1] - counts[:, 0]
+
+    def band_count(self, keys: Sequence[int]) -> np.ndarray:
+        return self._sum(self.inner.band_count(keys))
+
     def masks(self, t: int, cuts: Sequence[Cut]) -> list[tuple[Any, Any]]:
         """Each rank's new local masks, with the ties split by global position, as
         DTensors of the weights' layout."""
@@ -168,7 +204,10 @@ class DTensorPasses:
             else:
                 ties = 0 if cut.ties == 0 else self.local_masks[i].numel()  # none or every tied entry
             local_cuts.append(Cut(cut.threshold, ties, cut.tied, cut.pruned, cut.everything))
-        written = self.inner.masks(t, local_cuts)
+        # the local passes build masks from their band if they hold one: from the bracket of the
+        # last split only if every rank's band fitted, else from fresh passes, at t
+        inner = self.inner if self.bracket is not None else self._fresh()
+        written = inner.masks(t, local_cuts)
         out: list[tuple[Any, Any]] = []
         for i, (cut, (mask, _)) in enumerate(zip(cuts, written, strict=True)):
             if not cut.pruned:
@@ -181,6 +220,18 @@ class DTensorPasses:
             )
             out.append((whole, None))
         return out
+
+    def _band_passes(self) -> BandPasses:
+        passes = self.local(self.sources, self.local_masks)
+        if not isinstance(passes, BandPasses):
+            raise TypeError(f"the local passes of a sharded group must hold a band, got {type(passes).__name__}")
+        return passes
+
+    def _fresh(self) -> BandPasses:
+        """Local passes that hold no band."""
+        fresh = self._band_passes()
+        fresh.kept()
+        return fresh
 
     def _local_ties(self, i: int, t: int, ties: int) -> int:
         """How many of this rank's entries keyed ``t`` are among the first ``ties`` of

@@ -15,6 +15,7 @@ import lotto_core.passes as passes
 import lotto_core.search as search
 from lotto_core import MagnitudePruneGroup, prune_count
 from lotto_core.backend import ArrayAPIBackend, Backend, backend_for, plan_cuts
+from lotto_core.keys import FORMATS
 from lotto_core.passes import kth_smallest
 from lotto_core.scores import MagnitudeScores
 
@@ -224,3 +225,34 @@ def test_float64_weights_are_selected_in_float64(xp, device):
     MagnitudePruneGroup(layers, 0.5).prune()
     assert masks(layers)[0].tolist() == [False, True, False, True]
     assert host(layers[0].params["w"].value).dtype == np.float64
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "masked"])
+def test_band_counts_are_the_held_bands_keys_up_to_each_key(xp, device, kind):
+    """``band_count`` after a split that fits: per parameter, the kept keys in the bracket
+    up to each key (what passes over several processes add up), on every band backend."""
+    rng = np.random.default_rng(5)
+    shapes = [(40, 50), (3, 7, 11), (300,)]
+    if kind == "ties":
+        weights = [rng.integers(-3, 4, s).astype(np.float32) for s in shapes]
+    else:
+        weights = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    kept = [rng.random(s) < 0.7 if kind == "masked" else np.ones(s, dtype=bool) for s in shapes]
+    fmt = FORMATS["float32"]
+    keys = [fmt.keys(np.abs(w[k])) for w, k in zip(weights, kept, strict=True)]
+    lo, hi = fmt.key(0.5), fmt.key(1.5)
+    pivots = sorted({lo - 1, lo, fmt.key(0.8), fmt.key(1.0), fmt.key(1.2), hi})
+    for engine in engines(xp):
+        layers = layers_of(xp, device, weights)
+        for layer, k in zip(layers, kept, strict=True):
+            layer.params["w"].set_mask(xp.asarray(k, device=device))
+        params = [layer.params["w"] for layer in layers]
+        band = engine.passes([MagnitudeScores(q.value) for q in params], [q.mask for q in params])
+        if not isinstance(band, search.BandPasses):
+            continue
+        band.kept()
+        below, upto, banded = band.split(lo, hi, 10_000)
+        assert banded
+        expected = [[int(((k >= lo) & (k <= hi) & (k <= p)).sum()) for p in pivots] for k in keys]
+        np.testing.assert_array_equal(band.band_count(pivots), expected, err_msg=repr(engine))
+        np.testing.assert_array_equal(upto - below, [e[-1] for e in expected])

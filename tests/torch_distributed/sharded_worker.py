@@ -56,12 +56,22 @@ def _placements() -> list[list[object]]:
     return [[Shard(0)], [Shard(1)], [Replicate()]]
 
 
-def dtensor_masks_match(rank: int) -> None:
+def dtensor_masks_match(rank: int, path: str = "band") -> None:
     """Masks and weights equal those of the same weights pruned whole, bit for bit, for
-    every layout; the collectives move a few percent of the weights' bytes."""
+    every layout; the collectives move a few percent of the weights' bytes. ``path``:
+    ``band`` (the ranks' bands fit), ``counting`` (they never do: counting passes and
+    masks from fresh passes), ``ties`` (small integers: ties at the threshold split
+    inside parameters and across ranks)."""
+    import lotto_core.search
+
     world = dist.get_world_size()
     mesh = init_device_mesh("cpu", (2, 2) if world == 4 else (world,))
     weights = _weights()
+    if path == "counting":
+        lotto_core.search.MIN_BAND = 4
+    elif path == "ties":
+        gen = torch.Generator().manual_seed(1)
+        weights = [torch.randint(-4, 5, w.shape, generator=gen).float() for w in weights]
     weight_bytes = sum(w.numel() * w.element_size() for w in weights)
     for placements in _placements():
         for make in (MagnitudePruneGroup, lambda layers, p: RandomPruneGroup(layers, p, seed=3)):

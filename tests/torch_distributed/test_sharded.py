@@ -16,8 +16,9 @@ WORKER = pathlib.Path(__file__).with_name("sharded_worker.py")
 
 
 @pytest.mark.parametrize("nproc", [2, 4])
-def test_sharded_masks_equal_the_whole_weights_masks(nproc):
-    assert run_ranks(WORKER, "dtensor_masks_match", nproc=nproc).count(" ok") == nproc
+@pytest.mark.parametrize("path", ["band", "counting", "ties"])
+def test_sharded_masks_equal_the_whole_weights_masks(nproc, path):
+    assert run_ranks(WORKER, "dtensor_masks_match", path, nproc=nproc).count(" ok") == nproc
 
 
 @pytest.mark.parametrize("case", ["fsdp_training", "fsdp_per_layer_training", "tp_training"])
