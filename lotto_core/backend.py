@@ -19,13 +19,13 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from array_api_compat import is_jax_array, is_torch_array
 
-from ._array_api import Array
+from ._array_api import Array, array_namespace, count_true
 from .passes import ArrayAPIPasses, set_in_place
 from .protocol import ParameterHandle
 from .scores import ScoreSource
 from .search import NOTHING, Count, Cut, Passes, select
 
-__all__ = ["ArrayAPIBackend", "Backend", "TakesMaskedValue", "Write", "backend_for", "plan_cuts"]
+__all__ = ["ArrayAPIBackend", "Backend", "TakesMaskedValue", "Write", "backend_for", "count_kept", "plan_cuts"]
 
 Write = tuple[ParameterHandle, Array, Array | None]
 """``(handle, new mask, new weight or None)``: the weight, pruned entries exactly +0.0,
@@ -52,6 +52,10 @@ class Backend:
         NumPy masks are assigned by index; other namespaces rebuild masks from scores."""
         numpy = all(isinstance(m, np.ndarray) for m in masks)
         return ArrayAPIPasses(sources, masks, set_in_place if numpy else None)
+
+    def count(self, flags: Array) -> int:
+        """The ``True`` entries of a boolean array, as a Python int."""
+        return count_true(array_namespace(flags), flags)
 
     def write(self, writes: Sequence[Write]) -> None:
         """Store each new mask, with its new weight where one was written and the
@@ -91,6 +95,12 @@ def backend_for(array: Array) -> Backend:
     if is_jax_array(array):
         return _adapter("jax")
     return ArrayAPIBackend()
+
+
+def count_kept(flags: Array) -> int:
+    """The ``True`` entries of a boolean array (a mask's kept entries), counted by its
+    backend: over all of a sharded array's shards."""
+    return backend_for(flags).count(flags)
 
 
 def plan_cuts(

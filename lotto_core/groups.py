@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._array_api import Array, array_namespace, device
-from .backend import _plan_cuts, backend_for
+from .backend import _plan_cuts, backend_for, count_kept
 from .protocol import ParameterHandle, PrunableLayer
 from .scores import ArrayScores, ScoreSource
 from .search import NOTHING, Cut
@@ -286,8 +286,7 @@ def _new_mask(mask: Array, cut: Cut) -> Array:
 
 def _replaced(old: Array, new: Array) -> Cut:
     """The cut from mask ``old`` to mask ``new`` (which keeps nothing that ``old`` does not)."""
-    xp = array_namespace(old, new)
-    pruned = int(xp.count_nonzero(old)) - int(xp.count_nonzero(new))
+    pruned = count_kept(old) - count_kept(new)
     return Cut(threshold=math.nan, ties=0, tied=0, pruned=pruned, mask=new if pruned else None)
 
 

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._array_api import Array, array_namespace, count_true
+from ._array_api import Array, array_namespace
+from .backend import count_kept
 from .groups import prunable_handles
 from .pruner import Pruner
 
@@ -114,5 +115,5 @@ def mask_overlap(a: Any, b: Any) -> MaskOverlap:
         total = 1
         for d in ma.shape:
             total *= int(d)
-        rows.append(ParameterOverlap(name, count_true(xp, ma), count_true(xp, mb), count_true(xp, ma & mb), total))
+        rows.append(ParameterOverlap(name, count_kept(ma), count_kept(mb), count_kept(ma & mb), total))
     return MaskOverlap(tuple(rows))

@@ -15,7 +15,8 @@ from typing import Any
 
 from array_api_compat import to_device
 
-from ._array_api import Array, array_namespace, count_true, device
+from ._array_api import Array, array_namespace, device
+from .backend import count_kept
 from .groups import PruneGroup, prunable_handles
 from .protocol import ParameterHandle, PrunableLayer
 from .report import ParameterSparsity, SparsityReport
@@ -209,9 +210,9 @@ class Pruner:
                         continue
                     seen.add(id(mask))
                     xp = array_namespace(mask)
-                    kept = count_true(xp, mask)
+                    kept = count_kept(mask)
                     total = math.prod(mask.shape)
-                    revived = 0 if kept == total else count_true(xp, xp.logical_not(mask) & (handle.get_value() != 0))
+                    revived = 0 if kept == total else count_kept(xp.logical_not(mask) & (handle.get_value() != 0))
                     rows.append(ParameterSparsity(g, i, type(layer).__name__, name, kept, total, revived))
         report = SparsityReport(self.rounds, tuple(rows))
         if report.revived:

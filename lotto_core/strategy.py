@@ -24,6 +24,7 @@ from fractions import Fraction
 from typing import Any
 
 from ._array_api import Array, array_namespace, device
+from .backend import count_kept
 from .protocol import PrunableLayer
 from .rate import exact_rate, prune_count, validate_rate
 from .scores import ArrayScores, MagnitudeScores, RandomScores, ScoreSource
@@ -349,7 +350,7 @@ class PerLayer(Scope):
 
 
 def _kept_and_sizes(masks: Sequence[Array]) -> tuple[list[int], list[int]]:
-    kept = [int(array_namespace(m).count_nonzero(m)) for m in masks]
+    kept = [count_kept(m) for m in masks]
     return kept, [math.prod(m.shape) for m in masks]
 
 

@@ -57,6 +57,11 @@ class TorchBackend(Backend):
 
         return HostPasses(*group, _cpu.threads(), wrap=wrap)
 
+    def count(self, flags: Any) -> int:
+        """Over all shards of a DTensor (its per-shard counts added up: a few integers)."""
+        n: Any = torch.count_nonzero(flags)
+        return int(n.full_tensor() if is_dtensor(n) else n)
+
     def write(self, writes: Sequence[Write]) -> None:
         """Each weight zeroed in place by the kernels where they apply (a DTensor shard
         by shard) and stored with its mask; every other handle stores its mask itself

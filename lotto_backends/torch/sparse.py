@@ -27,6 +27,7 @@ from torch.func import functional_call
 
 from lotto_core import csr_components, layers_to_scipy
 
+from ._layout import is_dtensor
 from ._masking import buffer_key
 from .layers import PrunableLinear, PrunableModule, layer_spec
 
@@ -113,6 +114,7 @@ def sparsify(model: nn.Module) -> nn.Module:
     are copied as they are. The model itself is not changed."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _refuse_sharded(model, "sparsify")
     if isinstance(model, PrunableModule):
         return _sparse(model)
     result = copy.deepcopy(model)
@@ -121,6 +123,16 @@ def sparsify(model: nn.Module) -> nn.Module:
             if isinstance(child, PrunableModule):
                 setattr(parent, name, _sparse(child))
     return result
+
+
+def _refuse_sharded(model: nn.Module, what: str) -> None:
+    """A sparse copy holds whole weights: refuse a model whose weights are DTensors."""
+    sharded = next((name for name, p in model.named_parameters() if is_dtensor(p)), None)
+    if sharded is not None:
+        raise ValueError(
+            f"{what}() needs whole weights, and {sharded!r} is a DTensor shard: save the model with "
+            "torch.distributed.checkpoint and load it into the unsharded model in one process first"
+        )
 
 
 def _sparse(layer: PrunableModule) -> nn.Module:
@@ -135,6 +147,7 @@ def to_scipy(model: nn.Module, *, allow_device_copy: bool = False) -> dict[str, 
     unless ``allow_device_copy=True``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _refuse_sharded(model, "to_scipy")
     layers = [(prefix, layer) for prefix, layer in model.named_modules() if isinstance(layer, PrunableModule)]
     out = layers_to_scipy(layers, allow_device_copy=allow_device_copy)
     for prefix, layer in layers:  # weights stored (in, out), as transformers' Conv1D, are given as (out, in)

@@ -3,6 +3,7 @@ ddp_worker.py CASE``; exits non-zero, with the assertion, if the case fails."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -73,8 +74,9 @@ def ranks_disagree(rank: int) -> None:
 
 if __name__ == "__main__":
     dist.init_process_group("gloo")
+    rank = dist.get_rank()
     try:
-        {"no_broadcast": no_broadcast, "ranks_disagree": ranks_disagree}[sys.argv[1]](dist.get_rank())
+        {"no_broadcast": no_broadcast, "ranks_disagree": ranks_disagree}[sys.argv[1]](rank)
     finally:
         dist.destroy_process_group()
-    print(f"rank {dist.get_rank() if dist.is_initialized() else '?'} ok")
+    os.write(1, f"rank {rank} ok\n".encode())  # one write: the ranks share the pipe

@@ -21,7 +21,9 @@ def _free_port() -> int:
 
 
 def run_ranks(worker: pathlib.Path, case: str, *args: str, nproc: int = 2, timeout: float = 180) -> str:
-    """Run ``worker case *args`` on ``nproc`` ranks; its standard output."""
+    """Run ``worker case *args`` on ``nproc`` ranks, each of which must print the line
+    ``rank R ok`` (in one write: lines of several ranks interleave otherwise); its
+    standard output."""
     command = [
         sys.executable,
         "-m",
@@ -40,4 +42,6 @@ def run_ranks(worker: pathlib.Path, case: str, *args: str, nproc: int = 2, timeo
     except subprocess.TimeoutExpired as expired:
         pytest.fail(f"{case}: the {nproc} ranks did not finish in {timeout} s\n{expired.stdout}\n{expired.stderr}")
     assert done.returncode == 0, f"{case} failed:\n{done.stdout}\n{done.stderr}"
+    missing = {f"rank {r} ok" for r in range(nproc)} - set(done.stdout.splitlines())
+    assert not missing, f"{case}: no {sorted(missing)} in\n{done.stdout}"
     return done.stdout

@@ -3,6 +3,7 @@ sharded_worker.py CASE``; exits non-zero, with the assertion, if the case fails.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tenso
 from torch.distributed.tensor.debug import CommDebugMode
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-from lotto_backends.torch import MagnitudePruneGroup, Pruner, RandomPruneGroup, make_prunable
+from lotto_backends.torch import MagnitudePruneGroup, Pruner, RandomPruneGroup, make_prunable, sparsify
 from lotto_core import ArrayLayer
 
 
@@ -93,7 +94,7 @@ def dtensor_masks_match(rank: int, path: str = "band") -> None:
                 assert torch.equal(
                     a.parameter_handles()["w"].get_value(), b.parameter_handles()["w"].get_value().full_tensor()
                 )
-    print(rank, "ok")
+    os.write(1, f"rank {rank} ok\n".encode())  # one write: the ranks share the pipe
 
 
 def _model() -> nn.Module:
@@ -126,7 +127,8 @@ def _check_training(shard: Callable[[nn.Module, object], None], rank: int) -> No
     point with the pruned weights at 0."""
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     reference = make_prunable(_model())
-    Pruner([MagnitudePruneGroup([reference[0], reference[2]], 0.5)], model=reference).prune()
+    reference_pruner = Pruner([MagnitudePruneGroup([reference[0], reference[2]], 0.5)], model=reference)
+    reference_pruner.prune()
     for prune_first in (False, True):
         model = make_prunable(_model())
         pruner = Pruner([MagnitudePruneGroup([model[0], model[2]], 0.5)], model=model)
@@ -137,6 +139,10 @@ def _check_training(shard: Callable[[nn.Module, object], None], rank: int) -> No
             pruner.prune()
         for layer, ref in zip((model[0], model[2]), (reference[0], reference[2]), strict=True):
             assert torch.equal(_full(layer.weight_mask), ref.weight_mask), prune_first
+        report, expected = pruner.report(), reference_pruner.report()
+        assert [(p.kept, p.total, p.revived) for p in report.parameters] == [
+            (p.kept, p.total, p.revived) for p in expected.parameters
+        ], (report, expected)  # counted over all shards, on every rank
         optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
         gen = torch.Generator().manual_seed(rank)
         for _ in range(3):
@@ -155,7 +161,7 @@ def _check_training(shard: Callable[[nn.Module, object], None], rank: int) -> No
         for layer in (model[0], model[2]):
             mask = _full(layer.weight_mask)
             assert torch.equal(_full(layer.weight.detach()), _full(layer.weight_rewind) * mask)
-    print(rank, "ok")
+    os.write(1, f"rank {rank} ok\n".encode())  # one write: the ranks share the pipe
 
 
 def fsdp_training(rank: int) -> None:
@@ -170,12 +176,18 @@ def tp_training(rank: int) -> None:
     _check_training(_tp, rank)
 
 
-def fsdp_then_make_prunable_is_refused(rank: int) -> None:
+def what_cannot_work_is_refused(rank: int) -> None:
+    """``make_prunable`` after ``fully_shard``, and ``sparsify`` of sharded weights, raise
+    naming what to do."""
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     model = _model()
-    fully_shard(model, mesh=init_device_mesh("cpu", (dist.get_world_size(),)))
+    fully_shard(model, mesh=mesh)
     with pytest.raises(ValueError, match=r"call make_prunable\(model\) before fully_shard"):
         make_prunable(model)
-    print(rank, "ok")
+    model, _ = sharded_model(1)
+    with pytest.raises(ValueError, match=r"sparsify\(\) needs whole weights, and '0.weight' is a DTensor shard"):
+        sparsify(model)
+    os.write(1, f"rank {rank} ok\n".encode())  # one write: the ranks share the pipe
 
 
 def sharded_model(prune_rounds: int) -> tuple[nn.Module, Pruner]:
@@ -200,7 +212,7 @@ def dcp_save(rank: int, folder: str) -> None:
 
     model, pruner = sharded_model(2)
     dcp.save({"model": model.state_dict(), "pruner": pruner.state_dict()}, checkpoint_id=folder)
-    print(rank, "ok")
+    os.write(1, f"rank {rank} ok\n".encode())  # one write: the ranks share the pipe
 
 
 def dcp_load(rank: int, folder: str, expected: str) -> None:
@@ -220,7 +232,7 @@ def dcp_load(rank: int, folder: str, expected: str) -> None:
     pruner.prune()
     for got, mask in zip(full_masks(model), want["next"], strict=True):
         assert torch.equal(got, mask)
-    print(rank, "ok")
+    os.write(1, f"rank {rank} ok\n".encode())  # one write: the ranks share the pipe
 
 
 if __name__ == "__main__":
