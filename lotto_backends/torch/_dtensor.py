@@ -51,6 +51,14 @@ def _check_all_dtensors(masks: Sequence[Any]) -> None:
         )
 
 
+def _settled(x: DTensor) -> DTensor:
+    """``x`` with its partial placements reduced to ``Replicate``: the per-unit scores and
+    masks of a structure reduced over a sharded dimension (a few numbers per channel)."""
+    if not any(p.is_partial() for p in x.placements):
+        return x
+    return x.redistribute(x.device_mesh, [Replicate() if p.is_partial() else p for p in x.placements])
+
+
 class _Shard:
     """Where one rank's local shard of a DTensor lies in the whole tensor."""
 
@@ -115,10 +123,13 @@ class DTensorPasses:
 
     def __init__(self, sources: Sequence[ScoreSource], masks: Sequence[DTensor], local: LocalPasses) -> None:
         _check_all_dtensors(masks)
+        masks = [_settled(m) for m in masks]
         self.shards = [_Shard(m) for m in masks]
         self.whole = masks
         self.local_masks = [m.to_local() for m in masks]
-        weights = [src.weight.to_local() if isinstance(src.weight, DTensor) else src.weight for src in sources]
+        weights = [
+            _settled(src.weight).to_local() if isinstance(src.weight, DTensor) else src.weight for src in sources
+        ]
         self.sources = [
             _local_source(src, shard, w) for src, shard, w in zip(sources, self.shards, weights, strict=True)
         ]

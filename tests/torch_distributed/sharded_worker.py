@@ -18,7 +18,7 @@ from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tenso
 from torch.distributed.tensor.debug import CommDebugMode
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-from lotto_backends.torch import MagnitudePruneGroup, Pruner, RandomPruneGroup, make_prunable, sparsify
+from lotto_backends.torch import MagnitudePruneGroup, PruneGroup, Pruner, RandomPruneGroup, make_prunable, sparsify
 from lotto_core import ArrayLayer
 
 
@@ -94,6 +94,35 @@ def dtensor_masks_match(rank: int, path: str = "band") -> None:
                 assert torch.equal(
                     a.parameter_handles()["w"].get_value(), b.parameter_handles()["w"].get_value().full_tensor()
                 )
+    os.write(1, f"rank {rank} ok\n".encode())  # one write: the ranks share the pipe
+
+
+def strategies_match(rank: int) -> None:
+    """Structures and scopes on sharded weights give the whole weights' masks (channel
+    norms reduced over a sharded dimension included); N:M raises."""
+    from lotto_core.strategy import ERK, NM, Blocks, Channels, PerLayer, Sparsity
+
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    gen = torch.Generator().manual_seed(2)  # the same weights on every rank
+    weights = [torch.randn(16, 8, generator=gen), torch.randn(8, 12, generator=gen)]
+    cases = [
+        {"amount": 0.5, "structure": Channels(0)},
+        {"amount": 0.5, "structure": Channels(1)},
+        {"amount": 0.5, "structure": Blocks(2, 2)},
+        {"amount": 0.3, "scope": PerLayer()},
+        {"amount": Sparsity(0.5), "scope": ERK()},
+    ]
+    for placements in ([Shard(0)], [Shard(1)]):
+        for options in cases:
+            whole = [ArrayLayer({"w": w.clone()}) for w in weights]
+            sharded = [ArrayLayer({"w": distribute_tensor(w.clone(), mesh, placements)}) for w in weights]
+            PruneGroup(whole, **options).prune()
+            PruneGroup(sharded, **options).prune()
+            for a, b in zip(whole, sharded, strict=True):
+                got = b.parameter_handles()["w"].get_mask().full_tensor()
+                assert torch.equal(a.parameter_handles()["w"].get_mask(), got), (placements, options)
+        with pytest.raises(RuntimeError):
+            PruneGroup(sharded, None, structure=NM(2, 4, axis=1)).prune()
     os.write(1, f"rank {rank} ok\n".encode())  # one write: the ranks share the pipe
 
 

@@ -21,6 +21,10 @@ def test_sharded_masks_equal_the_whole_weights_masks(nproc, path):
     run_ranks(WORKER, "dtensor_masks_match", path, nproc=nproc)
 
 
+def test_structures_and_scopes_on_sharded_weights():
+    run_ranks(WORKER, "strategies_match")
+
+
 @pytest.mark.parametrize("case", ["fsdp_training", "fsdp_per_layer_training", "tp_training"])
 def test_training_keeps_pruned_weights_at_zero_in_either_order(case):
     run_ranks(WORKER, case)
