@@ -10,8 +10,13 @@ import subprocess
 import sys
 from typing import Any
 
+import numpy as np
+
 import lotto_backends
+from lotto_backends.experiment import runner
+from lotto_backends.experiment.backend import Backend
 from lotto_backends.experiment.cli import main
+from lotto_backends.experiment.data import digits
 
 TINY = ["--dataset", "digits", "--epochs", "1"]
 
@@ -54,3 +59,25 @@ def kill_after_round_1(command: list[str]) -> None:
         if process.stdout is not None:
             process.stdout.close()
     assert process.returncode == -signal.SIGKILL
+
+
+def assert_adam_keeps_what_a_prune_removed(backend: Backend) -> None:
+    """A LeNet trained two Adam steps, pruned by half, then trained two more steps with
+    the same optimizer: every pruned weight is still exactly 0 (Adam's moments from
+    before the prune, which ``--schedule gradual`` meets at every prune, must not move it)."""
+    data = digits()
+    with backend.session():
+        arrays = backend.arrays(data)
+        model = backend.build("lenet", 64, 10, 0)
+        pruner = runner._pruner(backend, model, 0.5)
+        optimizer = backend.optimizer(model, 1e-2)
+        for first in (0, 60):
+            backend.train_step(model, optimizer, arrays, np.arange(first, first + 60))
+        pruner.prune()
+        for first in (120, 180):
+            backend.train_step(model, optimizer, arrays, np.arange(first, first + 60))
+        for layer in backend.prunable_layers(model):
+            for name, handle in layer.parameter_handles().items():
+                mask = handle.get_mask()
+                if mask is not None:
+                    assert (np.asarray(handle.get_value())[~np.asarray(mask)] == 0).all(), name

@@ -21,7 +21,7 @@ from lotto_backends.experiment.training import train
 from lotto_core import prune_count
 from lotto_core.pruner import type_code
 
-from .helpers import TINY, run_lotto
+from .helpers import TINY, assert_adam_keeps_what_a_prune_removed, run_lotto
 
 RUNS = ("ticket", "reinit", "random")
 
@@ -311,18 +311,4 @@ def test_gradual_steps_span_the_training():
 
 
 def test_gradual_pruning_keeps_pruned_weights_at_zero_while_adam_trains():
-    """A prune between two steps of one optimizer: Adam's moments from before it must not
-    move the weights it pruned."""
-    data = digits()
-    with BACKEND.session():
-        arrays = BACKEND.arrays(data)
-        model = BACKEND.build("lenet", 64, 10, 0)
-        pruner = runner._pruner(BACKEND, model, 0.5)
-        optimizer = BACKEND.optimizer(model, 1e-2)
-        for first in (0, 60):
-            BACKEND.train_step(model, optimizer, arrays, np.arange(first, first + 60))
-        pruner.prune()
-        for first in (120, 180):
-            BACKEND.train_step(model, optimizer, arrays, np.arange(first, first + 60))
-        for layer in BACKEND.prunable_layers(model):
-            assert (layer.weight.detach()[~layer.weight_mask] == 0).all()
+    assert_adam_keeps_what_a_prune_removed(BACKEND)
