@@ -80,6 +80,17 @@ class _Shard:
         )
         """Whether this rank's shard counts: once per shard, not once per replica."""
 
+    def local_part(self, x: Any) -> Any:
+        """This rank's part of ``x`` (a weight or its scores) laid out as the mask: a
+        DTensor redistributed to the mask's placements first if they differ, a whole
+        tensor cut to the shard."""
+        if not isinstance(x, DTensor):
+            return x[self.region]
+        x = _settled(x)
+        if (x.device_mesh, x.placements) != (self.mesh, self.placements):
+            x = x.redistribute(self.mesh, self.placements)
+        return x.to_local()
+
     def global_index(self, positions: torch.Tensor, local_shape: Sequence[int]) -> torch.Tensor:
         """The flat index in the whole tensor (C order) of local flat ``positions``."""
         index = torch.zeros_like(positions)
@@ -110,11 +121,7 @@ def _local_source(source: ScoreSource, shard: _Shard, local: torch.Tensor) -> Sc
     if isinstance(source, RandomScores):
         return _RandomShard(source, local, shard.region)
     scores = source.scores if isinstance(source, ArrayScores) else source.full()
-    if isinstance(scores, DTensor):
-        scores = scores.redistribute(shard.mesh, shard.placements).to_local()
-    else:
-        scores = scores[shard.region]
-    return ArrayScores(local, scores, type(source).__name__)
+    return ArrayScores(local, shard.local_part(scores), type(source).__name__)
 
 
 class DTensorPasses:
@@ -127,9 +134,7 @@ class DTensorPasses:
         self.shards = [_Shard(m) for m in masks]
         self.whole = masks
         self.local_masks = [m.to_local() for m in masks]
-        weights = [
-            _settled(src.weight).to_local() if isinstance(src.weight, DTensor) else src.weight for src in sources
-        ]
+        weights = [shard.local_part(src.weight) for src, shard in zip(sources, self.shards, strict=True)]
         self.sources = [
             _local_source(src, shard, w) for src, shard, w in zip(sources, self.shards, weights, strict=True)
         ]
