@@ -17,6 +17,7 @@ they agree) and evaluates, and rank 0 alone writes files and prints.
 from __future__ import annotations
 
 import copy
+import gc
 import itertools
 import os
 from collections.abc import Iterator, Sequence
@@ -89,6 +90,7 @@ class TorchBackend:
         finally:
             torch.set_num_threads(threads)
             if joined:
+                gc.collect()  # DDP's reducers go while their process group lives (else exit can abort)
                 dist.destroy_process_group()
 
     def arrays(self, dataset: Dataset) -> TorchArrays:
