@@ -54,7 +54,10 @@ def shard_like(whole: torch.Tensor, param: Any) -> Any:
 
 def follow_layout(layer: PrunableModule) -> bool:
     """Turn each whole mask and rewind point of ``layer`` whose parameter is now a
-    DTensor into that DTensor's layout; whether any changed."""
+    DTensor into that DTensor's layout; whether any changed. Every handle access calls
+    it: without ``torch.distributed.tensor`` loaded, no DTensor exists to look for."""
+    if "torch.distributed.tensor" not in sys.modules:
+        return False
     changed = False
     for name, parameter in layer.named_parameters():
         if not is_dtensor(parameter):
