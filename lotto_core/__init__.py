@@ -6,6 +6,7 @@ through ``array_api_compat.array_namespace`` once the user hands them over.
 """
 
 from .array_layer import ArrayLayer, ArrayParameter
+from .controls import random_prune_like, shuffle_masks
 from .groups import LayerwiseMagnitudePruneGroup, MagnitudePruneGroup, PruneGroup, RandomPruneGroup
 from .overlap import MaskOverlap, ParameterOverlap, mask_overlap
 from .protocol import ParameterHandle, PrunableLayer
@@ -67,6 +68,8 @@ __all__ = [
     "layers_to_scipy",
     "mask_overlap",
     "prune_count",
+    "random_prune_like",
+    "shuffle_masks",
     "sparse_shape",
     "to_scipy",
 ]

@@ -14,8 +14,7 @@ from typing import Any
 
 from ._array_api import Array, array_namespace
 from .backend import count_kept
-from .groups import prunable_handles
-from .pruner import Pruner
+from .pruner import Pruner, masked_parameters
 
 __all__ = ["MaskOverlap", "ParameterOverlap", "mask_overlap"]
 
@@ -58,18 +57,17 @@ class MaskOverlap:
         return "\n".join([*rows, f"total: {self.kept_both:,} kept in both, jaccard {self.jaccard:.4f}"])
 
 
-def _masks(x: Any, arg: str) -> dict[str, Array]:
-    """Named masks from a pruner, a ``Pruner.state_dict()``, a mapping or a sequence."""
+def named_masks(x: Any, arg: str) -> dict[str, Array]:
+    """Named masks from a pruner, a ``Pruner.state_dict()``, a mapping or a sequence;
+    ``arg`` names the argument in the error.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is none of these.
+    """
     if isinstance(x, Pruner):
-        out = {}
-        seen: set[int] = set()
-        for g, group in enumerate(x.groups):
-            for i, layer in enumerate(group.layers):
-                for name, _, mask in prunable_handles(layer):
-                    if id(mask) not in seen:
-                        seen.add(id(mask))
-                        out[f"groups[{g}].layers[{i}].{name}"] = mask
-        return out
+        return {name: mask for name, _, mask in masked_parameters(x)}
     if isinstance(x, Mapping) and "groups" in x and "format" in x:
         return {
             f"groups[{g}].layers[{i}].{name}": mask
@@ -101,7 +99,7 @@ def mask_overlap(a: Any, b: Any) -> MaskOverlap:
     >>> overlap.kept_both, round(overlap.jaccard, 3)
     (1, 0.333)
     """
-    left, right = _masks(a, "a"), _masks(b, "b")
+    left, right = named_masks(a, "a"), named_masks(b, "b")
     if list(left) != list(right):
         raise ValueError(f"a and b hold different masks: {list(left)} against {list(right)}")
     rows = []

@@ -21,7 +21,7 @@ from .groups import PruneGroup, prunable_handles
 from .protocol import ParameterHandle, PrunableLayer
 from .report import ParameterSparsity, SparsityReport
 
-__all__ = ["Pruner", "type_code"]
+__all__ = ["Pruner", "masked_parameters", "type_code"]
 
 _FORMAT = 2
 """The version of ``Pruner.state_dict()``'s layout: only arrays, ints and floats, so that
@@ -262,6 +262,21 @@ class Pruner:
         for group, saved in zip(self.groups, state["groups"], strict=True):
             group.rounds = saved["rounds"]
         self.rounds = state["rounds"]
+
+
+def masked_parameters(pruner: Pruner) -> list[tuple[str, ParameterHandle, Array]]:
+    """Every masked parameter of the pruner's groups once (a parameter that several
+    layers share is listed where it first appears), named ``groups[g].layers[i].name``,
+    with its handle and mask."""
+    out = []
+    seen: set[int] = set()
+    for g, group in enumerate(pruner.groups):
+        for i, layer in enumerate(group.layers):
+            for name, handle, mask in prunable_handles(layer):
+                if id(mask) not in seen:
+                    seen.add(id(mask))
+                    out.append((f"groups[{g}].layers[{i}].{name}", handle, mask))
+    return out
 
 
 def check_rewind_scope(rewind: object) -> None:

@@ -36,9 +36,12 @@ from lotto_core import (
     SparsityReport,
     SynFlow,
     Uniform,
+    random_prune_like,
+    shuffle_masks,
 )
 
 from . import layers
+from .controls import reinitialize
 from .convert import make_prunable
 from .gradients import layer_gradients, synaptic_flow
 from .layers import (
@@ -120,6 +123,9 @@ __all__ = [
     "layer_gradients",
     "make_prunable",
     "model_masks",
+    "random_prune_like",
+    "reinitialize",
+    "shuffle_masks",
     "sparsify",
     "synaptic_flow",
     "to_scipy",

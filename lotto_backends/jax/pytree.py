@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+import lotto_core
 from lotto_core import (
     LayerwiseMagnitudePruneGroup,
     MagnitudePruneGroup,
@@ -54,7 +55,7 @@ from lotto_core import (
     SparsityReport,
 )
 from lotto_core.rate import validate_rate
-from lotto_core.strategy import Amount, Scope, Score, as_amount
+from lotto_core.strategy import Amount, Random, Scope, Score, as_amount
 
 from ._optax import keep_pruned
 from ._tree import Leaf, Selector, check_selector, describe, is_concrete, is_weight, leaves, matches, path_name
@@ -72,8 +73,11 @@ __all__ = [
     "keep_pruned",
     "paths",
     "prune",
+    "random_prune_like",
+    "reinitialize",
     "report",
     "rewind",
+    "shuffle_masks",
 ]
 
 
@@ -444,3 +448,85 @@ def report(masks: Any, *, rounds: int = 0) -> SparsityReport:
             for i, ((name, mask), n) in enumerate(zip(rows, kept, strict=True))
         ),
     )
+
+
+def _controlled(params: Any, masks: Any, control: Callable[[Pruner], None]) -> tuple[Any, Any]:
+    """Run a core control over every masked leaf (one core layer each, in flattening
+    order); the new parameters, pruned entries zeroed, and masks."""
+    flat, treedef = leaves(params, masks)
+    handles: dict[int, _LeafHandle] = {}
+    for i, leaf in enumerate(flat):
+        if leaf.mask is not None:
+            if not is_concrete(leaf.value) or not is_concrete(leaf.mask):
+                raise TypeError(f"params[{leaf.path!r}] is traced: the controls run outside jax.jit")
+            handles[i] = _LeafHandle(leaf.value, leaf.mask)
+    control(Pruner([MagnitudePruneGroup([_LeafLayer(h, flat[i].path) for i, h in handles.items()], 0.5)]))
+    zeroed = zero_pruned([h.value for h in handles.values()], [h.mask for h in handles.values()])
+    values = [leaf.value for leaf in flat]
+    new_masks = [leaf.mask for leaf in flat]
+    for (i, handle), value in zip(handles.items(), zeroed, strict=True):
+        values[i], new_masks[i] = value, handle.mask
+    return treedef.unflatten(values), treedef.unflatten(new_masks)
+
+
+def shuffle_masks(params: Any, masks: Any, *, seed: int) -> tuple[Any, Any]:
+    """Every mask replaced by a uniformly random one that keeps as many entries of the
+    same leaf (the layer-wise random control; ``lotto_core.shuffle_masks``): new
+    parameters, with the newly pruned entries 0, and masks. Train the control from the
+    rewind point: ``rewind(initial, new_masks)``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If ``masks`` does not match ``params``, a leaf is traced, or ``seed`` is not a
+        non-negative int.
+
+    Examples
+    --------
+    >>> params = {"w": jnp.arange(1.0, 11.0).reshape(2, 5)}
+    >>> params, masks = prune(params, init_masks(params), [MagnitudeGroup("w", 0.6)])
+    >>> shuffled_params, shuffled = shuffle_masks(params, masks, seed=0)
+    >>> int(shuffled["w"].sum())
+    4
+    """
+    return _controlled(params, masks, lambda pruner: lotto_core.shuffle_masks(pruner, seed=seed))
+
+
+def random_prune_like(params: Any, masks: Any, like: Any, *, seed: int) -> tuple[Any, Any]:
+    """Prune every masked leaf at random, among its kept entries, down to the number of
+    entries that ``like`` (a masks pytree of the same structure, or a sequence of masks
+    in leaf order) keeps of it (the random-pruning control; ``lotto_core.random_prune_like``):
+    new parameters and masks.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If ``like`` does not match ``masks`` leaf by leaf, keeps more entries of a leaf
+        than ``masks`` does, or ``seed`` is not a non-negative int.
+    """
+    wanted = like if isinstance(like, Sequence) else jax.tree_util.tree_leaves(like)
+    return _controlled(params, masks, lambda pruner: lotto_core.random_prune_like(pruner, wanted, seed=seed))
+
+
+def reinitialize(init: Callable[[jax.Array], Any], masks: Any, *, seed: int) -> Any:
+    """A fresh draw of the model's parameters, ``init(jax.random.key(seed))`` (the
+    library's own initializer: ``lambda key: model.init(key, x)`` for linen), with the
+    masks applied: the re-initialization control. Use it as the control's rewind point.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If ``seed`` is not a non-negative int, or what ``init`` returns does not match
+        ``masks`` in structure, shape or dtype.
+
+    Examples
+    --------
+    >>> init = lambda key: {"w": jax.random.normal(key, (2, 3))}
+    >>> masks = {"w": jnp.array([[True, False, True], [False, False, True]])}
+    >>> int((reinitialize(init, masks, seed=1)["w"] != 0).sum())
+    3
+    """
+    Random(seed)  # raises naming seed unless a non-negative int
+    if not callable(init):
+        raise TypeError(f"init must be a function of a PRNG key that returns the parameters, got {type(init).__name__}")
+    return apply_masks(init(jax.random.key(seed)), masks)

@@ -37,10 +37,13 @@ from lotto_core import (
     SparsityReport,
     SynFlow,
     Uniform,
+    random_prune_like,
+    shuffle_masks,
 )
 
 from . import layers
 from ._masking import mask_gradients, remask
+from .controls import reinitialize
 from .convert import dense_layers, make_prunable
 from .layers import (
     PRUNABLE_TYPES,
@@ -136,8 +139,11 @@ __all__ = [
     "dense_layers",
     "make_prunable",
     "mask_gradients",
+    "random_prune_like",
     "register_prunable",
+    "reinitialize",
     "remask",
+    "shuffle_masks",
     "sparsify",
     "synaptic_flow",
     "to_scipy",

@@ -6,12 +6,15 @@ model with no unexpected keys), and beside them ``lotto_state.pt``: every mask a
 rewind point under the model's own module names, which no key renaming of
 transformers' (ViT, ...) touches. ``from_pretrained(cls, path)`` loads the weights with
 ``cls.from_pretrained``, makes the model prunable and restores the masks and rewind
-points. Nothing here imports transformers: it calls the model's own methods.
+points. ``init_weights(model)`` is the model's own initializer for
+``reinitialize(model, init=...)``. Nothing here imports transformers: it calls the
+model's own methods.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,7 +24,7 @@ from ._masking import remask
 from .convert import make_prunable
 from .layers import PrunableModule
 
-__all__ = ["LOTTO_STATE", "from_pretrained", "save_pretrained"]
+__all__ = ["LOTTO_STATE", "from_pretrained", "init_weights", "save_pretrained"]
 
 LOTTO_STATE = "lotto_state.pt"
 """The file beside the weights that holds the masks and rewind points."""
@@ -37,6 +40,35 @@ def _lotto_state(model: nn.Module) -> dict[str, torch.Tensor]:
                 if buffer is not None and key.endswith(("_mask", "_rewind")):
                     out[f"{prefix}.{key}" if prefix else key] = buffer.detach().cpu()
     return out
+
+
+_INITIALIZED = "_is_hf_initialized"
+"""The flag with which transformers marks a module or tensor that its initializers skip."""
+
+
+def init_weights(model: nn.Module) -> Callable[[nn.Module], None]:
+    """The model's own ``_init_weights`` as ``reinitialize``'s ``init``: a fresh draw even
+    of tensors that transformers marks as initialized (it skips those, so that loading
+    does not draw twice), which stay marked afterwards.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` has no ``_init_weights`` (not a transformers ``PreTrainedModel``).
+    """
+    own = getattr(model, "_init_weights", None)
+    if not callable(own):
+        raise TypeError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
+
+    def init(module: nn.Module) -> None:
+        marked = [module, *module.parameters(recurse=False), *module.buffers(recurse=False)]
+        for thing in marked:
+            thing.__dict__.pop(_INITIALIZED, None)
+        own(module)
+        for thing in marked:
+            thing.__dict__[_INITIALIZED] = True
+
+    return init
 
 
 def save_pretrained(model: nn.Module, path: str | os.PathLike[str], **kwargs: Any) -> None:
