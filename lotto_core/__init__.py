@@ -13,6 +13,7 @@ from .protocol import ParameterHandle, PrunableLayer
 from .pruner import Pruner
 from .rate import prune_count
 from .report import ParameterSparsity, SparsityReport
+from .retraining import RETRAINING, Retraining
 from .sparse import CSRComponents, csr_components, layers_to_scipy, sparse_shape, to_scipy
 from .strategy import (
     ERK,
@@ -36,6 +37,7 @@ from .strategy import (
 __all__ = [
     "ERK",
     "NM",
+    "RETRAINING",
     "SNIP",
     "ArrayLayer",
     "ArrayParameter",
@@ -59,6 +61,7 @@ __all__ = [
     "Random",
     "RandomPruneGroup",
     "Rate",
+    "Retraining",
     "ScoreFn",
     "Sparsity",
     "SparsityReport",

@@ -73,12 +73,14 @@ class Backend(Protocol):
         """An independent copy of ``model`` with its masks and rewind points."""
         ...
 
-    def optimizer(self, model: Any, lr: float) -> Any:
-        """A fresh Adam optimizer over the model's parameters."""
+    def optimizer(self, model: Any) -> Any:
+        """A fresh Adam optimizer over the model's parameters (its learning rate is given
+        at every step)."""
         ...
 
-    def train_step(self, model: Any, optimizer: Any, arrays: Any, index: np.ndarray) -> None:
-        """One step of cross-entropy training on the training samples ``index``."""
+    def train_step(self, model: Any, optimizer: Any, arrays: Any, index: np.ndarray, lr: float) -> None:
+        """One step of cross-entropy training on the training samples ``index`` at
+        learning rate ``lr``."""
         ...
 
     def evaluate(self, model: Any, arrays: Any, split: str) -> tuple[float, float]:

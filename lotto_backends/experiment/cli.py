@@ -19,10 +19,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from lotto_core.retraining import RETRAINING
+
 from .backend import BACKENDS, BackendError, load_backend
 from .data import DATASETS, DataError, load_dataset
 from .models import MODELS, cnn_lengths
 from .runner import METHODS, SCHEDULES, Reporter, ResumeError, Settings, check_settings, run
+from .training import LR_SCHEDULES
 
 __all__ = ["PRESETS", "build_parser", "main"]
 
@@ -130,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="gradual adds, each round, the initialization trained once while pruned by magnitude on the cubic "
         "schedule of Zhu & Gupta 2017 to the ticket's sparsity (default: imp, the rounds alone)",
     )
+    add(
+        "--retrain",
+        choices=RETRAINING,
+        default="rewind",
+        help="how the ticket and random pruning retrain after each prune (Renda et al. 2020): rewind the weights "
+        "to --rewind-step, or keep the trained weights and rewind the learning-rate schedule to --rewind-step "
+        "(lr-rewind) or train at its final rate (finetune), for the same steps (default: rewind)",
+    )
+    add(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        help="Adam's learning rate: constant, or step (divided by 10 after 50%% and 75%% of the steps); "
+        "default: step with --retrain lr-rewind or finetune (a constant rate makes them one), else constant",
+    )
     add("--seed", type=_integer(0), help="the first seed (default: 0)")
     add("--seeds", type=_integer(1), help="how many seeds, from --seed on; results give mean and spread")
     add("--epochs", type=_integer(1), help="training epochs per round")
@@ -142,7 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> tuple[Settings, pathlib.Path]:
     values = {k: v if (v := getattr(args, k)) is not None else default for k, default in PRESETS[args.preset].items()}
     out = pathlib.Path(values.pop("out"))
-    return Settings(**values, method=args.method, schedule=args.schedule), out
+    lr_schedule = args.lr_schedule or ("constant" if args.retrain == "rewind" else "step")
+    settings = Settings(
+        **values, method=args.method, schedule=args.schedule, retrain=args.retrain, lr_schedule=lr_schedule
+    )
+    return settings, out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .report import table, write_reports
     from .results import summarize
 
+    if settings.retrain != "rewind" and settings.lr_schedule == "constant":
+        print("lotto: note: at a constant learning rate, --retrain lr-rewind and finetune train alike", file=sys.stderr)
     started = time.perf_counter()
     reporter: Reporter = ProgressReporter(settings.seeds, settings.rounds) if backend.rank == 0 else Reporter()
     try:

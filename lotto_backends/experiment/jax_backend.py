@@ -6,8 +6,9 @@ Runs use the CPU, as the torch backend does: XLA's CPU programs give the same bi
 every run of the same program. The training step and the evaluation are compiled once
 per architecture and batch shape and reused by every model and round: models built the
 same way have equal graph definitions, and optimizers too, as long as they share one
-optax transformation per learning rate (a new ``optax.adam`` would be a new static
-argument, so a new compilation each round). Every array is committed to the CPU, since a
+optax transformation (a new ``optax.adam`` would be a new static argument, so a new
+compilation each round): its learning rate is a variable of the optimizer's state
+(``optax.inject_hyperparams``), set before each step. Every array is committed to the CPU, since a
 mix of committed and uncommitted arguments would be compiled anew as well.
 
 ``dump`` writes an ``.npz`` archive that ``numpy.load`` reads without pickle: every array
@@ -67,7 +68,7 @@ class JaxArrays:
     sizes: dict[str, int]
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Trainer:
     """An Adam optimizer over a model that keeps its pruned weights at 0 (also when the
     model is pruned while it trains: ``--schedule gradual``), and what its training step is compiled for: the
@@ -79,16 +80,23 @@ class _Trainer:
     graphdef: nnx.GraphDef[Any]
     treedef: Any
     variables: list[nnx.Variable[Any]]
+    learning_rate: nnx.Variable[Any]
+    lr: float = 0.0
+    """The rate that ``learning_rate`` holds (read without a copy from the device)."""
 
     @classmethod
-    def create(cls, model: nnx.Sequential, lr: float) -> _Trainer:
-        optimizer = nnx.Optimizer(model, _adam(lr), wrt=nnx.Param)
+    def create(cls, model: nnx.Sequential) -> _Trainer:
+        optimizer = nnx.Optimizer(model, _ADAM, wrt=nnx.Param)
         nnx.update(optimizer, _commit(nnx.state(optimizer)))
         graphdef, state = nnx.split((model, optimizer))
-        variables = jax.tree.leaves(state, is_leaf=lambda node: isinstance(node, nnx.Variable))
-        return cls(optimizer, graphdef, jax.tree.structure(state), variables)
+        flat = jax.tree_util.tree_flatten_with_path(state, is_leaf=lambda node: isinstance(node, nnx.Variable))[0]
+        (learning_rate,) = [v for path, v in flat if jax.tree_util.keystr(path).endswith("['learning_rate']")]
+        return cls(optimizer, graphdef, jax.tree.structure(state), [v for _, v in flat], learning_rate)
 
-    def step(self, x: jax.Array, y: jax.Array, index: np.ndarray) -> None:
+    def step(self, x: jax.Array, y: jax.Array, index: np.ndarray, lr: float) -> None:
+        if lr != self.lr:  # a new rate: Adam's injected hyperparameter
+            self.learning_rate.set_value(_commit(np.float32(lr)))
+            self.lr = lr
         values = [variable.get_value() for variable in self.variables]
         new = _train_step(self.graphdef, self.treedef, values, x, y, _commit(index.astype(np.int32)))
         for variable, value in zip(self.variables, new, strict=True):
@@ -134,11 +142,13 @@ class JaxBackend:
     def copy(self, model: nnx.Sequential) -> nnx.Sequential:
         return nnx.clone(model)
 
-    def optimizer(self, model: nnx.Sequential, lr: float) -> _Trainer:
-        return _Trainer.create(model, lr)
+    def optimizer(self, model: nnx.Sequential) -> _Trainer:
+        return _Trainer.create(model)
 
-    def train_step(self, model: nnx.Sequential, optimizer: _Trainer, arrays: JaxArrays, index: np.ndarray) -> None:
-        optimizer.step(*arrays.train, index)
+    def train_step(
+        self, model: nnx.Sequential, optimizer: _Trainer, arrays: JaxArrays, index: np.ndarray, lr: float
+    ) -> None:
+        optimizer.step(*arrays.train, index, lr)
 
     def evaluate(self, model: nnx.Sequential, arrays: JaxArrays, split: str) -> tuple[float, float]:
         loss, correct = 0.0, 0
@@ -224,14 +234,12 @@ def _commit(tree: Any) -> Any:
     return jax.device_put(tree, _cpu())
 
 
-@functools.cache
-def _adam(lr: float) -> optax.GradientTransformation:
-    """One Adam transformation per learning rate, so that every optimizer built with it
-    has the same static structure and reuses the compiled training step; wrapped by
-    ``pytree.keep_pruned``, so Adam's moments from before a prune cannot move a pruned
-    weight (what ``lotto_backends.jax.Optimizer`` does, with a transformation of its own
-    per optimizer)."""
-    return pytree.keep_pruned(optax.adam(lr))
+_ADAM = pytree.keep_pruned(optax.inject_hyperparams(optax.adam)(learning_rate=0.0))
+"""One Adam transformation for every optimizer, with its learning rate a variable of the
+optimizer's state (set before each step), so that every optimizer has the same static
+structure and reuses the compiled training step; wrapped by ``pytree.keep_pruned``, so
+Adam's moments from before a prune cannot move a pruned weight (what
+``lotto_backends.jax.Optimizer`` does, with a transformation of its own per optimizer)."""
 
 
 def _loss(model: nnx.Sequential, x: jax.Array, y: jax.Array) -> jax.Array:

@@ -15,6 +15,10 @@ Per seed, round 0 trains the dense model (setting the rewind point after
 
 With late rewinding, the ticket and the random-pruning control train the rest of the
 schedule from step ``rewind_step``; the re-initialization, a new start, trains all of it.
+``--retrain lr-rewind|finetune`` keeps the trained values of the surviving weights of the
+ticket and of the random-pruning control instead of rewinding them, and retrains them
+for the same steps with the schedule's learning rates from ``rewind_step`` on, or at its
+final rate (``lotto_core.Retraining``).
 
 ``--method snip|grasp|synflow`` adds, each round, the ticket's initialization pruned once
 by that method to the ticket's sparsity; ``--schedule gradual`` adds the ticket's
@@ -42,12 +46,13 @@ from typing import Any
 import numpy as np
 
 from lotto_core import MagnitudePruneGroup, PruneGroup, Pruner, RandomPruneGroup
+from lotto_core.retraining import RETRAINING, Retraining
 from lotto_core.strategy import Amount, Gradual
 
 from .atomic import remove_stale_temporaries, write_bytes_atomic, write_text_atomic
 from .backend import Backend
 from .data import Dataset
-from .training import Schedule, TrainResult, train
+from .training import LR_SCHEDULES, Schedule, TrainResult, train
 
 __all__ = [
     "AT_INIT",
@@ -103,6 +108,8 @@ class Settings:
     lr: float
     method: str = "magnitude"
     schedule: str = "imp"
+    retrain: str = "rewind"
+    lr_schedule: str = "constant"
 
     @property
     def seed_list(self) -> list[int]:
@@ -110,7 +117,7 @@ class Settings:
         return list(range(self.seed, self.seed + self.seeds))
 
     def training(self, dataset: Dataset) -> Schedule:
-        return Schedule(self.epochs, self.batch_size, self.lr, len(dataset.y_train))
+        return Schedule(self.epochs, self.batch_size, self.lr, len(dataset.y_train), self.lr_schedule)
 
     def identity(self, seed: int, dataset: Dataset) -> dict[str, Any]:
         """What a state file must have been written with to be continued: every setting
@@ -150,6 +157,10 @@ def check_settings(settings: Settings, dataset: Dataset) -> None:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {settings.method!r}")
     if settings.schedule not in SCHEDULES:
         raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {settings.schedule!r}")
+    if settings.retrain not in RETRAINING:
+        raise ValueError(f"--retrain must be one of {', '.join(RETRAINING)}, got {settings.retrain!r}")
+    if settings.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {settings.lr_schedule!r}")
     steps = settings.training(dataset).steps
     if settings.schedule == "gradual" and steps < 2:
         raise ValueError(f"--schedule gradual needs at least 2 steps in one training, got {steps}")
@@ -397,6 +408,7 @@ class _SeedExperiment:
         self.arrays, self.reporter = arrays, reporter
         self.path = state_path(out, seed, backend)
         self.schedule = settings.training(dataset)
+        self.retraining = Retraining(settings.retrain, self.schedule.steps, settings.rewind_step)
         self.ticket, self.ticket_pruner = self._build(derive_seed(seed, _INIT))
         self.random: Any = None
         self.random_pruner: Pruner | None = None
@@ -408,7 +420,17 @@ class _SeedExperiment:
         pruner.set_rewind_point()  # the rewind point is the initialization just drawn
         return model, pruner
 
-    def _train(self, model: Any, round_: int, start_step: int, after_step: Callable[[int], None] | None = None) -> Any:
+    def _train(
+        self,
+        model: Any,
+        round_: int,
+        start_step: int,
+        after_step: Callable[[int], None] | None = None,
+        *,
+        retrain: bool = False,
+    ) -> Any:
+        """Train ``model`` on this round's batches from ``start_step``; ``retrain``: as the
+        ``--retrain`` variant retrains a pruned ticket (its learning rates)."""
         return train(
             self.backend,
             model,
@@ -416,6 +438,7 @@ class _SeedExperiment:
             self.schedule,
             seed=derive_seed(self.seed, _TRAIN, round_),
             start_step=start_step,
+            learning_rate=self.retraining.learning_rate(self.schedule.lr_at) if retrain else None,
             after_step=after_step,
             after_epoch=self.reporter.epoch,
         )
@@ -454,12 +477,12 @@ class _SeedExperiment:
         assert self.random_pruner is not None
         s = self.settings
         self.reporter.begin(f"seed {self.seed} round {round_}/{s.rounds}", len(runs(s)) * s.epochs)
-        self.ticket_pruner.prune_and_rewind()
-        self.random_pruner.prune_and_rewind()
-        ticket = self._train(self.ticket, round_, s.rewind_step)
+        self.retraining.prune(self.ticket_pruner)
+        self.retraining.prune(self.random_pruner)
+        ticket = self._train(self.ticket, round_, s.rewind_step, retrain=True)
         reinit, reinit_pruner = self._reinit(round_)
         reinit_result = self._train(reinit, round_, 0)
-        random = self._train(self.random, round_, s.rewind_step)
+        random = self._train(self.random, round_, s.rewind_step, retrain=True)
         kept = {
             "ticket": _kept(self.ticket_pruner),
             "reinit": _kept(reinit_pruner),

@@ -120,15 +120,23 @@ class TorchBackend:
     def copy(self, model: nn.Module) -> nn.Module:
         return copy.deepcopy(model)
 
-    def optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer | _DataParallel:
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer | _DataParallel:
+        optimizer = torch.optim.Adam(model.parameters())
         return optimizer if self.world == 1 else _DataParallel(DistributedDataParallel(model), optimizer)
 
     def train_step(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer | _DataParallel, arrays: TorchArrays, index: np.ndarray
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | _DataParallel,
+        arrays: TorchArrays,
+        index: np.ndarray,
+        lr: float,
     ) -> None:
         x, y = arrays.splits["train"]
         model.train()
+        adam = optimizer.optimizer if isinstance(optimizer, _DataParallel) else optimizer
+        for group in adam.param_groups:
+            group["lr"] = lr
         if isinstance(optimizer, _DataParallel):
             # this rank's share; DDP averages the ranks' gradients, so each sums its share's
             # losses over the whole batch's size times the ranks: the gradient of the batch's mean

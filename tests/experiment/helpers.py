@@ -70,12 +70,12 @@ def assert_adam_keeps_what_a_prune_removed(backend: Backend) -> None:
         arrays = backend.arrays(data)
         model = backend.build("lenet", 64, 10, 0)
         pruner = runner._pruner(backend, model, 0.5)
-        optimizer = backend.optimizer(model, 1e-2)
+        optimizer = backend.optimizer(model)
         for first in (0, 60):
-            backend.train_step(model, optimizer, arrays, np.arange(first, first + 60))
+            backend.train_step(model, optimizer, arrays, np.arange(first, first + 60), 1e-2)
         pruner.prune()
         for first in (120, 180):
-            backend.train_step(model, optimizer, arrays, np.arange(first, first + 60))
+            backend.train_step(model, optimizer, arrays, np.arange(first, first + 60), 1e-2)
         for layer in backend.prunable_layers(model):
             for name, handle in layer.parameter_handles().items():
                 mask = handle.get_mask()

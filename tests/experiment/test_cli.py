@@ -45,6 +45,8 @@ def _fails(capsys, tmp_path, *options):
         (["--dataset", "nothere.npz"], r"--dataset 'nothere.npz': no such file"),
         ([*TINY, "--rewind-step", "23"], r"--rewind-step must be below the 22 steps of one training"),
         (["--schedule", "cubic"], r"argument --schedule: invalid choice: 'cubic'"),
+        (["--retrain", "rewinding"], r"argument --retrain: invalid choice: 'rewinding'"),
+        (["--lr-schedule", "cosine"], r"argument --lr-schedule: invalid choice: 'cosine'"),
     ],
 )
 def test_bad_options_stop_before_training(capsys, tmp_path, options, message):

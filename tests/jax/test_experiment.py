@@ -119,6 +119,8 @@ def test_outputs_and_their_fields(finished: dict[str, Any]) -> None:
         "lr": 1.2e-3,
         "method": "magnitude",
         "schedule": "imp",
+        "retrain": "rewind",
+        "lr_schedule": "constant",
     }
     assert results["settings"]["model"] == model
     summary = results["summary"]
@@ -272,11 +274,11 @@ def test_training_step_is_compiled_once_for_every_model_of_a_shape() -> None:
         buffer.seek(0)
         BACKEND.load_model_state(restored, BACKEND.load(buffer))
         for model in [*models, restored]:
-            for lr in (1e-3, 1e-3):  # a fresh optimizer each round, as the runner makes
-                optimizer = BACKEND.optimizer(model, lr)
+            for lr in (1e-3, 1e-4):  # a fresh optimizer each round, as the runner makes; a new rate
+                optimizer = BACKEND.optimizer(model)
                 start = model.layers[0].kernel.get_value()
-                BACKEND.train_step(model, optimizer, arrays, index)
-                BACKEND.train_step(model, optimizer, arrays, index)
+                BACKEND.train_step(model, optimizer, arrays, index, lr)
+                BACKEND.train_step(model, optimizer, arrays, index, lr / 10)
                 assert not np.array_equal(model.layers[0].kernel.get_value(), start)
         assert _train_step._cache_size() == before + 1
 
@@ -290,12 +292,12 @@ def test_training_steps_keep_masks_rewind_points_and_pruned_zeros() -> None:
         pruner.prune_and_rewind()
         layers = BACKEND.prunable_layers(model)
         masks = [np.asarray(layer.kernel_mask.get_value()) for layer in layers]
-        optimizer = BACKEND.optimizer(model, 1e-2)
-        BACKEND.train_step(model, optimizer, arrays, np.arange(60))
+        optimizer = BACKEND.optimizer(model)
+        BACKEND.train_step(model, optimizer, arrays, np.arange(60), 1e-2)
         pruner.set_rewind_point()  # late rewinding, between two steps
         rewind = [np.asarray(layer.kernel.get_value()) for layer in layers]
         for first in (60, 120):
-            BACKEND.train_step(model, optimizer, arrays, np.arange(first, first + 60))
+            BACKEND.train_step(model, optimizer, arrays, np.arange(first, first + 60), 1e-2)
         for layer, mask, point in zip(layers, masks, rewind, strict=True):
             kernel = np.asarray(layer.kernel.get_value())
             np.testing.assert_array_equal(layer.kernel_mask.get_value(), mask)
@@ -388,3 +390,16 @@ def test_gradual_pruning_on_jax_keeps_pruned_weights_at_zero(tmp_path: pathlib.P
     results = run_lotto(tmp_path, "--backend", "jax", "--rounds", "1", "--rate", "0.5", "--schedule", "gradual")
     record = results["runs"]["0"][1]
     assert record["gradual"]["kept"] == record["ticket"]["kept"]
+
+
+def test_the_learning_rate_of_each_step_is_used() -> None:
+    data = digits()
+    with BACKEND.session():
+        arrays = BACKEND.arrays(data)
+        model = BACKEND.build("lenet", 64, 10, 0)
+        before = np.asarray(model.layers[0].kernel.get_value())
+        optimizer = BACKEND.optimizer(model)
+        BACKEND.train_step(model, optimizer, arrays, np.arange(60), 0.0)
+        np.testing.assert_array_equal(np.asarray(model.layers[0].kernel.get_value()), before)
+        BACKEND.train_step(model, optimizer, arrays, np.arange(60), 1e-2)
+        assert not np.array_equal(np.asarray(model.layers[0].kernel.get_value()), before)
