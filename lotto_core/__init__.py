@@ -8,6 +8,7 @@ through ``array_api_compat.array_namespace`` once the user hands them over.
 from .array_layer import ArrayLayer, ArrayParameter
 from .controls import random_prune_like, shuffle_masks
 from .groups import LayerwiseMagnitudePruneGroup, MagnitudePruneGroup, PruneGroup, RandomPruneGroup
+from .instability import Instability, linear_path
 from .overlap import MaskOverlap, ParameterOverlap, mask_overlap
 from .protocol import ParameterHandle, PrunableLayer
 from .pruner import Pruner
@@ -47,6 +48,7 @@ __all__ = [
     "Global",
     "GraSP",
     "Gradual",
+    "Instability",
     "LayerwiseMagnitudePruneGroup",
     "Magnitude",
     "MagnitudePruneGroup",
@@ -69,6 +71,7 @@ __all__ = [
     "Uniform",
     "csr_components",
     "layers_to_scipy",
+    "linear_path",
     "mask_overlap",
     "prune_count",
     "random_prune_like",

@@ -23,6 +23,7 @@ from lotto_core import (
     Global,
     Gradual,
     GraSP,
+    Instability,
     LayerwiseMagnitudePruneGroup,
     Magnitude,
     MagnitudePruneGroup,
@@ -45,6 +46,7 @@ from . import layers
 from .controls import reinitialize
 from .convert import make_prunable
 from .gradients import layer_gradients, synaptic_flow
+from .instability import instability
 from .layers import (
     PRUNABLE_TYPES,
     JaxParameterHandle,
@@ -82,6 +84,7 @@ __all__ = [
     "Global",
     "GraSP",
     "Gradual",
+    "Instability",
     "JaxParameterHandle",
     "LayerwiseMagnitudePruneGroup",
     "Magnitude",
@@ -122,6 +125,7 @@ __all__ = [
     "SparsityReport",
     "SynFlow",
     "Uniform",
+    "instability",
     "layer_gradients",
     "make_prunable",
     "model_masks",

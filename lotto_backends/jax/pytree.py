@@ -60,6 +60,7 @@ from lotto_core.strategy import Amount, Random, Scope, Score, as_amount
 from ._optax import keep_pruned
 from ._tree import Leaf, Selector, check_selector, describe, is_concrete, is_weight, leaves, matches, path_name
 from ._write import zero_pruned
+from .instability import pytree_instability as instability
 
 __all__ = [
     "Group",
@@ -70,6 +71,7 @@ __all__ = [
     "Selector",
     "apply_masks",
     "init_masks",
+    "instability",
     "keep_pruned",
     "paths",
     "prune",

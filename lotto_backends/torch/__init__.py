@@ -24,6 +24,7 @@ from lotto_core import (
     Global,
     Gradual,
     GraSP,
+    Instability,
     LayerwiseMagnitudePruneGroup,
     Magnitude,
     MagnitudePruneGroup,
@@ -46,6 +47,7 @@ from . import layers
 from ._masking import mask_gradients, remask
 from .controls import reinitialize
 from .convert import dense_layers, make_prunable
+from .instability import instability
 from .layers import (
     PRUNABLE_TYPES,
     PrunableBatchNorm1d,
@@ -92,6 +94,7 @@ __all__ = [
     "Global",
     "GraSP",
     "Gradual",
+    "Instability",
     "LayerwiseMagnitudePruneGroup",
     "Magnitude",
     "MagnitudePruneGroup",
@@ -139,6 +142,7 @@ __all__ = [
     "TorchParameterHandle",
     "Uniform",
     "dense_layers",
+    "instability",
     "make_prunable",
     "mask_gradients",
     "random_prune_like",

@@ -1,0 +1,95 @@
+"""Instability analysis of a torch model (``lotto_core.instability``): two copies of the
+model trained by the user's ``train`` with different data orders, evaluated along the
+linear path between them."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from lotto_core.instability import Instability, interpolate, linear_path
+
+__all__ = ["instability"]
+
+
+def _check_orders(data_orders: object) -> tuple[Any, Any]:
+    if not isinstance(data_orders, Sequence) or isinstance(data_orders, str) or len(data_orders) != 2:
+        raise TypeError(f"data_orders must be two values, one per copy, got {data_orders!r}")
+    return data_orders[0], data_orders[1]
+
+
+def _path_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Callable[[float], dict[str, torch.Tensor]]:
+    """The state dict at ``alpha`` on the line from ``a`` to ``b``: floating entries
+    interpolated, the others (masks, counters) the same in both.
+
+    Raises
+    ------
+    ValueError
+        Naming an entry that is not floating and differs between the two.
+    """
+    for key, value in a.items():
+        if not torch.is_floating_point(value) and not torch.equal(value, b[key]):
+            raise ValueError(
+                f"{key} is not floating and differs between the two trained copies: it cannot be interpolated"
+            )
+
+    def at(alpha: float) -> dict[str, torch.Tensor]:
+        return {k: interpolate(v, b[k], alpha) if torch.is_floating_point(v) else v for k, v in a.items()}
+
+    return at
+
+
+def instability(
+    model: nn.Module,
+    train: Callable[[nn.Module, Any], None],
+    evaluate: Callable[[nn.Module], float],
+    *,
+    points: int = 30,
+    data_orders: Sequence[Any] = (0, 1),
+) -> Instability:
+    """Train two copies of ``model`` from where it is now (a ticket rewound to step k, say),
+    ``train(copy, data_orders[i])`` each, then ``evaluate`` (the test error, say) at
+    ``points`` evenly spaced points of the straight line between their parameters and
+    buffers (BatchNorm statistics interpolated too); ``model`` is left as it was.
+
+    ``train`` trains the copy in place with its own optimizer, the data shuffled by the
+    order it is given; ``evaluate`` returns a number. Two copies trained alike give a
+    barrier of exactly 0.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``model`` is not a module, ``data_orders`` not two values, ``points`` not an
+        int of at least 2, ``evaluate`` returns no number, or a non-floating entry
+        (a mask) differs between the trained copies.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> model = nn.Linear(2, 1, bias=False)
+    >>> def train(copy, order):
+    ...     with torch.no_grad():
+    ...         copy.weight.fill_(1.0 if order == 0 else -1.0)
+    >>> result = instability(model, train, lambda m: 1 - float(m.weight.detach().square().sum()), points=3)
+    >>> result.values, result.barrier
+    ((-1.0, 1.0, -1.0), 2.0)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    first, second = _check_orders(data_orders)
+    copies = [copy.deepcopy(model), copy.deepcopy(model)]
+    for copied, order in zip(copies, (first, second), strict=True):
+        train(copied, order)
+    at = _path_state(copies[0].state_dict(), copies[1].state_dict())
+    probe = copy.deepcopy(copies[0])
+
+    def evaluate_at(alpha: float) -> float:
+        with torch.no_grad():
+            probe.load_state_dict(at(alpha))
+        return evaluate(probe)
+
+    return linear_path(evaluate_at, points)

@@ -1,0 +1,80 @@
+"""Instability analysis (Frankle, Dziugaite, Roy & Carbin 2020, *Linear Mode Connectivity
+and the Lottery Ticket Hypothesis*): from one starting point, two copies trained with
+different data orders end in the same basin when the error along the straight line
+between them does not rise above that of its ends.
+
+The core holds the measurement, written once: ``linear_path`` evaluates a function of
+the interpolation coefficient at evenly spaced points and returns the error barrier;
+``interpolate`` is the point of the line between two arrays. The adapters' ``instability``
+functions (``lotto_backends.torch``, ``lotto_backends.jax`` and its ``pytree``) copy the
+model, train the two copies with the user's own ``train``, and evaluate with the user's
+own ``evaluate`` along the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._array_api import Array
+
+__all__ = ["Instability", "interpolate", "linear_path"]
+
+
+@dataclass(frozen=True)
+class Instability:
+    """What ``evaluate`` gave along the linear path from ``a`` (``alpha`` 0) to ``b``
+    (``alpha`` 1): ``values[i]`` at ``alphas[i]``."""
+
+    alphas: tuple[float, ...]
+    values: tuple[float, ...]
+
+    @property
+    def barrier(self) -> float:
+        """The error barrier: the largest value along the path minus the mean of the two
+        ends' values (0 for two equal ends; near 0 for linearly connected ones)."""
+        return max(self.values) - (self.values[0] + self.values[-1]) / 2
+
+    def to_dict(self) -> dict[str, object]:
+        return {"barrier": self.barrier, "alphas": list(self.alphas), "values": list(self.values)}
+
+
+def interpolate(a: Array, b: Array, alpha: float) -> Array:
+    """``a + alpha * (b - a)``: ``a`` itself at ``alpha`` 0 and ``b`` at 1, and exactly
+    ``a`` wherever ``a`` and ``b`` are equal (pruned weights stay 0)."""
+    if alpha == 0:
+        return a
+    if alpha == 1:
+        return b
+    return a + alpha * (b - a)
+
+
+def linear_path(evaluate_at: Callable[[float], float], points: int = 30) -> Instability:
+    """``evaluate_at(alpha)`` at ``points`` evenly spaced ``alpha`` from 0 to 1, both
+    included (Frankle et al. use 30).
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``points`` is not an int of at least 2, or ``evaluate_at`` returns no real
+        number.
+
+    Examples
+    --------
+    >>> path = linear_path(lambda alpha: 1 - (2 * alpha - 1) ** 2, points=3)  # a bump in the middle
+    >>> path.values, path.barrier
+    ((0.0, 1.0, 0.0), 1.0)
+    """
+    if isinstance(points, bool) or not isinstance(points, int):
+        raise TypeError(f"points must be an int, got {type(points).__name__} {points!r}")
+    if points < 2:
+        raise ValueError(f"points must be at least 2 (both ends of the path), got {points}")
+    alphas = tuple(i / (points - 1) for i in range(points))
+    values = []
+    for alpha in alphas:
+        value = evaluate_at(alpha)
+        try:
+            values.append(float(value))
+        except (TypeError, ValueError):
+            raise TypeError(f"evaluate must return a real number, got {type(value).__name__} {value!r}") from None
+    return Instability(alphas, tuple(values))
