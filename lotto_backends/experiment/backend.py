@@ -17,7 +17,7 @@ from typing import IO, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from lotto_core import PrunableLayer
+from lotto_core import Instability, PrunableLayer
 from lotto_core.strategy import Score
 
 from .data import Dataset
@@ -107,6 +107,17 @@ class Backend(Protocol):
 
     def load(self, file: IO[bytes]) -> Any:
         """Read what ``dump`` wrote."""
+        ...
+
+    def instability(
+        self, model: Any, train: Any, evaluate: Any, *, points: int, data_orders: Sequence[int]
+    ) -> Instability:
+        """The adapter's ``instability``: two copies of ``model`` trained by
+        ``train(copy, order)``, ``evaluate`` along the line between them."""
+        ...
+
+    def versions(self) -> dict[str, str]:
+        """The versions of the framework's packages, for ``results.json``."""
         ...
 
     def sparsify(self, model: Any) -> tuple[Any, int, int]:

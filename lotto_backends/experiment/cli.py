@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Run a lottery-ticket experiment: train, prune the smallest weights, rewind, train again, "
             "for several rounds, comparing every ticket with a random re-initialization of it and with "
             "random pruning at the same sparsity. Writes results.json, results.csv, "
-            "accuracy_vs_sparsity.png and the sparse model to --out; started again with the same "
-            "options, it continues from the last finished round."
+            "accuracy_vs_sparsity.png, overlap_and_instability.png and the sparse model to --out; "
+            "started again with the same options, it continues from the last finished round."
         ),
         epilog=_presets_text(),
     )
@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Adam's learning rate: constant, or step (divided by 10 after 50%% and 75%% of the steps); "
         "default: step with --retrain lr-rewind or finetune (a constant rate makes them one), else constant",
     )
+    add(
+        "--instability",
+        action="store_true",
+        help="adds, each round, the instability analysis of Frankle et al. 2020 at rewind step 0 and --rewind-step: "
+        "two copies of the ticket trained on other data orders, and the error barrier on the line between them",
+    )
     add("--seed", type=_integer(0), help="the first seed (default: 0)")
     add("--seeds", type=_integer(1), help="how many seeds, from --seed on; results give mean and spread")
     add("--epochs", type=_integer(1), help="training epochs per round")
@@ -161,7 +167,12 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, pathlib.Path]:
     out = pathlib.Path(values.pop("out"))
     lr_schedule = args.lr_schedule or ("constant" if args.retrain == "rewind" else "step")
     settings = Settings(
-        **values, method=args.method, schedule=args.schedule, retrain=args.retrain, lr_schedule=lr_schedule
+        **values,
+        method=args.method,
+        schedule=args.schedule,
+        retrain=args.retrain,
+        lr_schedule=lr_schedule,
+        instability=args.instability,
     )
     return settings, out
 
@@ -188,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
 
     from .progress import ProgressReporter  # tqdm, which the check above reported if missing
-    from .report import table, write_reports
+    from .report import masks_table, table, write_reports
     from .results import summarize
 
     if settings.retrain != "rewind" and settings.lr_schedule == "constant":
@@ -211,10 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         reporter.close()
     if backend.rank != 0:
         return 0  # rank 0 reports a data-parallel run
-    results = summarize(settings, dataset, outcome)
+    results = summarize(settings, dataset, outcome, backend.versions())
     paths = write_reports(out, results)
     print()
     print(table(results))
+    print()
+    print(masks_table(results))
     written = ", ".join(p.name for p in paths)
     print(f"wrote {written} and the sparse model to {out} in {time.perf_counter() - started:.0f} s")
     print(backend.load_hint)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
@@ -35,9 +35,11 @@ from flax import nnx
 from jax.experimental import sparse as jsparse
 
 from lotto_backends.jax import (
+    Instability,
     PrunableConv,
     PrunableLinear,
     PrunableModule,
+    instability,
     layer_gradients,
     model_masks,
     pytree,
@@ -141,6 +143,22 @@ class JaxBackend:
 
     def copy(self, model: nnx.Sequential) -> nnx.Sequential:
         return nnx.clone(model)
+
+    def instability(
+        self,
+        model: nnx.Sequential,
+        train: Callable[[nnx.Sequential, Any], None],
+        evaluate: Callable[[nnx.Sequential], float],
+        *,
+        points: int,
+        data_orders: Sequence[int],
+    ) -> Instability:
+        return instability(model, train, evaluate, points=points, data_orders=data_orders)
+
+    def versions(self) -> dict[str, str]:
+        import flax  # a package's version only
+
+        return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}
 
     def optimizer(self, model: nnx.Sequential) -> _Trainer:
         return _Trainer.create(model)

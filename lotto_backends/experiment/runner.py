@@ -20,6 +20,13 @@ ticket and of the random-pruning control instead of rewinding them, and retrains
 for the same steps with the schedule's learning rates from ``rewind_step`` on, or at its
 final rate (``lotto_core.Retraining``).
 
+``--instability`` adds, each round (the dense one too), the instability analysis of
+Frankle et al. 2020 at rewind step 0 and at ``rewind_step``: two copies of the ticket,
+rewound there, trained with other data orders, and their test error along the line
+between them (``INSTABILITY_POINTS`` points; the adapters' ``instability``). Every round
+also records the ticket's per-layer sparsity and the overlap of its masks with the
+previous round's; ``results`` adds the overlap between seeds.
+
 ``--method snip|grasp|synflow`` adds, each round, the ticket's initialization pruned once
 by that method to the ticket's sparsity; ``--schedule gradual`` adds the ticket's
 initialization trained once while pruned by magnitude on the cubic schedule of Zhu &
@@ -33,6 +40,7 @@ from its last finished round and ends with exactly the results of an uninterrupt
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -45,7 +53,9 @@ from typing import Any
 
 import numpy as np
 
-from lotto_core import MagnitudePruneGroup, PruneGroup, Pruner, RandomPruneGroup
+from lotto_core import MagnitudePruneGroup, PruneGroup, Pruner, RandomPruneGroup, mask_overlap
+from lotto_core._array_api import to_numpy
+from lotto_core.pruner import masked_parameters
 from lotto_core.retraining import RETRAINING, Retraining
 from lotto_core.strategy import Amount, Gradual
 
@@ -67,7 +77,7 @@ __all__ = [
     "state_path",
 ]
 
-STATE_FORMAT = "lotto.experiment/1"
+STATE_FORMAT = "lotto.experiment/2"
 RUNS = ("ticket", "reinit", "random")
 """The three networks of every round: the winning ticket, its random re-initialization,
 and random pruning at the same sparsity."""
@@ -84,7 +94,10 @@ GRADUAL_BEGIN, GRADUAL_END, GRADUAL_PRUNES = 0.1, 0.6, 20
 """Gradual pruning starts after 10% of the training steps, reaches the round's sparsity
 at 60% (leaving the rest to recover, as Zhu & Gupta 2017 do) and prunes about 20 times."""
 
-_INIT, _TRAIN, _REINIT, _RANDOM_PRUNE, _AT_INIT = range(5)
+INSTABILITY_POINTS = 11
+"""Points along the line between the two copies of an instability analysis, ends included."""
+
+_INIT, _TRAIN, _REINIT, _RANDOM_PRUNE, _AT_INIT, _INSTABILITY = range(6)
 
 
 class ResumeError(RuntimeError):
@@ -110,6 +123,7 @@ class Settings:
     schedule: str = "imp"
     retrain: str = "rewind"
     lr_schedule: str = "constant"
+    instability: bool = False
 
     @property
     def seed_list(self) -> list[int]:
@@ -301,6 +315,7 @@ def run(
                 write_bytes_atomic(path, buffer.getvalue())
             outcome[seed] = {
                 "records": records,
+                "ticket_masks": [unpack_masks(packed) for packed in experiment.ticket_masks],
                 "sparse_model": {
                     "file": path.name,
                     "file_bytes": len(buffer.getvalue()),
@@ -387,8 +402,31 @@ def _size(layers: Any) -> int:
 
 
 def _figures(pruner: Pruner, result: TrainResult) -> dict[str, Any]:
+    """A run's sparsity, in total and per layer, and its training figures."""
     report = pruner.report()
-    return {"kept": report.kept, "total": report.total, "remaining": report.remaining, **result.to_dict()}
+    layers = {row.label: [row.kept, row.total] for row in report.parameters}
+    return {"kept": report.kept, "total": report.total, "remaining": report.remaining, "layers": layers} | (
+        result.to_dict()
+    )
+
+
+def pack_masks(pruner: Pruner) -> dict[str, tuple[list[int], str]]:
+    """The pruner's masks by name, each as its shape and its bits (``numpy.packbits``) in
+    base64: a state file keeps every round's ticket masks in a few kB each."""
+    out = {}
+    for name, _, mask in masked_parameters(pruner):
+        bits = to_numpy(mask, allow_device_copy=True)
+        out[name] = (list(bits.shape), base64.b64encode(np.packbits(bits)).decode("ascii"))
+    return out
+
+
+def unpack_masks(packed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The boolean masks that ``pack_masks`` stored."""
+    out = {}
+    for name, (shape, text) in packed.items():
+        bits = np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8), count=math.prod(shape))
+        out[name] = bits.astype(bool).reshape(shape)
+    return out
 
 
 class _SeedExperiment:
@@ -412,6 +450,8 @@ class _SeedExperiment:
         self.ticket, self.ticket_pruner = self._build(derive_seed(seed, _INIT))
         self.random: Any = None
         self.random_pruner: Pruner | None = None
+        self.ticket_masks: list[dict[str, Any]] = []
+        """The ticket's masks after every round so far (``pack_masks``)."""
 
     def _build(self, seed: int) -> tuple[Any, Pruner]:
         s, d = self.settings, self.dataset
@@ -428,15 +468,17 @@ class _SeedExperiment:
         after_step: Callable[[int], None] | None = None,
         *,
         retrain: bool = False,
+        seed: int | None = None,
     ) -> Any:
-        """Train ``model`` on this round's batches from ``start_step``; ``retrain``: as the
-        ``--retrain`` variant retrains a pruned ticket (its learning rates)."""
+        """Train ``model`` on this round's batches from ``start_step`` (those of ``seed``
+        if given); ``retrain``: as the ``--retrain`` variant retrains a pruned ticket (its
+        learning rates)."""
         return train(
             self.backend,
             model,
             self.arrays,
             self.schedule,
-            seed=derive_seed(self.seed, _TRAIN, round_),
+            seed=derive_seed(self.seed, _TRAIN, round_) if seed is None else seed,
             start_step=start_step,
             learning_rate=self.retraining.learning_rate(self.schedule.lr_at) if retrain else None,
             after_step=after_step,
@@ -457,9 +499,21 @@ class _SeedExperiment:
             self.reporter.end(self.seed, records[-1])
         return records
 
+    def _epochs(self) -> int:
+        """Training epochs of one pruning round (the reporter's progress)."""
+        s = self.settings
+        return len(runs(s)) * s.epochs + self._instability_epochs()
+
+    def _instability_epochs(self) -> int:
+        return 2 * len(self._rewind_points()) * self.settings.epochs if self.settings.instability else 0
+
+    def _rewind_points(self) -> list[int]:
+        """The steps an instability analysis starts from: 0 and ``--rewind-step``."""
+        return sorted({0, self.settings.rewind_step})
+
     def _dense_round(self) -> dict[str, Any]:
         s = self.settings
-        self.reporter.begin(f"seed {self.seed} round 0/{self.settings.rounds}", self.settings.epochs)
+        self.reporter.begin(f"seed {self.seed} round 0/{s.rounds}", s.epochs + self._instability_epochs())
         k = self.settings.rewind_step
 
         def late_rewind(step: int) -> None:
@@ -471,12 +525,18 @@ class _SeedExperiment:
         self.random_pruner = _pruner(
             self.backend, self.random, self.settings.rate, derive_seed(self.seed, _RANDOM_PRUNE)
         )
-        return {"round": 0, "ticket": _figures(self.ticket_pruner, result)} | {run: None for run in runs(s)[1:]}
+        record = {"round": 0, "ticket": _figures(self.ticket_pruner, result)} | {run: None for run in runs(s)[1:]}
+        record["overlap_previous_round"] = None
+        if s.instability:
+            record["instability"] = self._instability(0)
+        self.ticket_masks.append(pack_masks(self.ticket_pruner))
+        return record
 
     def _round(self, round_: int) -> dict[str, Any]:
         assert self.random_pruner is not None
         s = self.settings
-        self.reporter.begin(f"seed {self.seed} round {round_}/{s.rounds}", len(runs(s)) * s.epochs)
+        self.reporter.begin(f"seed {self.seed} round {round_}/{s.rounds}", self._epochs())
+        previous = unpack_masks(self.ticket_masks[-1])
         self.retraining.prune(self.ticket_pruner)
         self.retraining.prune(self.random_pruner)
         ticket = self._train(self.ticket, round_, s.rewind_step, retrain=True)
@@ -504,7 +564,46 @@ class _SeedExperiment:
             kept["gradual"] = _kept(pruner)
         if len({tuple(k) for k in kept.values()}) != 1:
             raise RuntimeError(f"round {round_}: the controls' sparsity differs from the ticket's: {kept}")
+        packed = pack_masks(self.ticket_pruner)
+        overlap = mask_overlap(previous, unpack_masks(packed))
+        record["overlap_previous_round"] = {"jaccard": overlap.jaccard, "kept_both": overlap.kept_both}
+        if s.instability:
+            record["instability"] = self._instability(round_)
+        self.ticket_masks.append(packed)
         return record
+
+    def _instability(self, round_: int) -> dict[str, Any]:
+        """The ticket's instability at rewind step 0 and ``--rewind-step``: two copies,
+        rewound there with this round's masks, trained on other data orders for the rest
+        of the schedule, and the test error along the line between them."""
+        out = {}
+        for point in self._rewind_points():
+            orders = [derive_seed(self.seed, _INSTABILITY, 2 * round_ + j) for j in (0, 1)]
+
+            def train_copy(model: Any, order: int, point: int = point) -> None:
+                self._train(model, round_, point, seed=order)
+
+            def test_error(model: Any) -> float:
+                return 1.0 - self.backend.evaluate(model, self.arrays, "test")[1]
+
+            result = self.backend.instability(
+                self._rewound_to(point), train_copy, test_error, points=INSTABILITY_POINTS, data_orders=orders
+            )
+            out[str(point)] = result.to_dict()
+        return out
+
+    def _rewound_to(self, point: int) -> Any:
+        """A copy of the ticket with its masks, rewound to step ``point``: its rewind point,
+        or, for step 0 under late rewinding, its initialization."""
+        model = self.backend.copy(self.ticket)
+        pruner = _pruner(self.backend, model, self.settings.rate)
+        state = self.ticket_pruner.state_dict()
+        if point != self.settings.rewind_step:  # step 0: the initialization drawn again
+            _, initial = self._build(derive_seed(self.seed, _INIT))
+            _with_rewind_points(state, initial.state_dict())
+        pruner.load_state_dict(state)
+        pruner.rewind()
+        return model
 
     def _at_init(self, round_: int, targets: list[int]) -> tuple[Any, Pruner]:
         """The ticket's initialization pruned once by ``--method``'s scores to the
@@ -539,10 +638,8 @@ class _SeedExperiment:
     def _reinit(self, round_: int) -> tuple[Any, Pruner]:
         """The ticket's masks on a fresh initialization drawn for this round."""
         model, pruner = self._build(derive_seed(self.seed, _REINIT, round_))
-        state, own = self.ticket_pruner.state_dict(), pruner.state_dict()
-        for group, own_group in zip(state["groups"], own["groups"], strict=True):
-            for layer, own_layer in zip(group["layers"], own_group["layers"], strict=True):
-                layer["rewind"] = own_layer["rewind"]
+        state = self.ticket_pruner.state_dict()
+        _with_rewind_points(state, pruner.state_dict())
         pruner.load_state_dict(state)
         pruner.rewind()
         return model, pruner
@@ -559,6 +656,7 @@ class _SeedExperiment:
             "records": records,
             "ticket": {"model": self.backend.model_state(self.ticket), "pruner": self.ticket_pruner.state_dict()},
             "random": {"model": self.backend.model_state(self.random), "pruner": self.random_pruner.state_dict()},
+            "ticket_masks": self.ticket_masks,
         }
         buffer = io.BytesIO()
         self.backend.dump(state, buffer)
@@ -574,5 +672,14 @@ class _SeedExperiment:
         self.backend.load_model_state(self.random, state["random"]["model"])
         self.random_pruner.load_state_dict(state["random"]["pruner"])
         records: list[dict[str, Any]] = state["records"]
+        self.ticket_masks = list(state["ticket_masks"])
         self.reporter.resumed(self.seed, records[-1]["round"], self.path)
         return records
+
+
+def _with_rewind_points(state: dict[str, Any], other: Mapping[str, Any]) -> None:
+    """Put the rewind points of ``other`` (a pruner state of the same architecture) into
+    ``state``, keeping its masks."""
+    for group, other_group in zip(state["groups"], other["groups"], strict=True):
+        for layer, other_layer in zip(group["layers"], other_group["layers"], strict=True):
+            layer["rewind"] = other_layer["rewind"]

@@ -20,7 +20,7 @@ import copy
 import gc
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
@@ -32,9 +32,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lotto_backends.torch import (
+    Instability,
     PrunableConv1d,
     PrunableLinear,
     PrunableModule,
+    instability,
     make_prunable,
     sparsify,
     synaptic_flow,
@@ -119,6 +121,20 @@ class TorchBackend:
 
     def copy(self, model: nn.Module) -> nn.Module:
         return copy.deepcopy(model)
+
+    def instability(
+        self,
+        model: nn.Module,
+        train: Callable[[nn.Module, Any], None],
+        evaluate: Callable[[nn.Module], float],
+        *,
+        points: int,
+        data_orders: Sequence[int],
+    ) -> Instability:
+        return instability(model, train, evaluate, points=points, data_orders=data_orders)
+
+    def versions(self) -> dict[str, str]:
+        return {"torch": torch.__version__}
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer | _DataParallel:
         optimizer = torch.optim.Adam(model.parameters())

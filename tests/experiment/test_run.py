@@ -46,7 +46,7 @@ def test_outputs_and_their_fields(tmp_path, capsys):
     assert "random reinit" in printed
     assert "random pruning" in printed
     assert "sparse model" in printed
-    assert results["format"] == "lotto.results/1"
+    assert results["format"] == "lotto.results/2"
     assert results["settings"]["rounds"] == 2
     assert results["settings"]["rate"] == 0.5
     assert results["dataset"]["name"] == "digits"
