@@ -1,7 +1,8 @@
 """Private Array API helpers: namespace lookup, scalar counts and host conversion.
 
-Everything backend-specific in the core goes through this module. It never imports a
-framework: array-api-compat recognises arrays by looking in ``sys.modules``.
+It never imports a framework: array-api-compat recognises arrays by looking in
+``sys.modules``. Host conversion asks the array's backend (``lotto_core.backend``), the
+one place where the core tells frameworks apart.
 """
 
 from __future__ import annotations
@@ -9,13 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from array_api_compat import (
-    array_namespace,
-    device,
-    is_jax_array,
-    is_numpy_array,
-    is_torch_array,
-)
+from array_api_compat import array_namespace, device
 
 Array = Any
 Namespace = Any
@@ -44,35 +39,24 @@ def index_dtype(xp: Namespace, x: Array) -> Any:
 
 def is_host_array(x: Array) -> bool:
     """Whether ``x`` already lives in host memory, so reading it into NumPy copies nothing
-    across devices."""
-    if is_numpy_array(x):
-        return True
-    if is_torch_array(x):
-        return bool(x.device.type == "cpu")
-    if is_jax_array(x):
-        return all(d.platform == "cpu" for d in x.devices())
-    return str(device(x)).endswith("CPU_DEVICE")
+    across devices (its backend's ``is_host``)."""
+    from .backend import backend_for  # the backends' module imports this one
+
+    return backend_for(x).is_host(x)
 
 
 def to_numpy(x: Array, *, allow_device_copy: bool = False) -> np.ndarray:
-    """Read an array of any namespace into NumPy.
+    """Read an array of any namespace into NumPy, through its backend's ``to_host``.
 
     A device array is copied to the host only when ``allow_device_copy`` is true: the
     core never moves a user's data between devices unasked.
     """
-    if not is_host_array(x):
-        if not allow_device_copy:
-            raise ValueError(
-                f"array on device {device(x)!r} would be copied to host memory; "
-                "pass allow_device_copy=True to allow that copy"
-            )
-        if is_torch_array(x):
-            x = x.detach().cpu()
-        elif not is_jax_array(x):
-            xp = array_namespace(x)
-            x = x.to_device(xp.__array_namespace_info__().default_device())
-    if is_torch_array(x):
-        x = x.detach()
-    if is_jax_array(x):
-        return np.asarray(x)
-    return np.from_dlpack(x)
+    from .backend import backend_for  # the backends' module imports this one
+
+    backend = backend_for(x)
+    if not backend.is_host(x) and not allow_device_copy:
+        raise ValueError(
+            f"array on device {device(x)!r} would be copied to host memory; "
+            "pass allow_device_copy=True to allow that copy"
+        )
+    return backend.to_host(x)

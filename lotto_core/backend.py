@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from array_api_compat import is_jax_array, is_torch_array
 
-from ._array_api import Array, array_namespace, count_true
+from ._array_api import Array, array_namespace, count_true, device
 from .passes import ArrayAPIPasses, set_in_place
 from .protocol import ParameterHandle
 from .scores import ScoreSource
@@ -56,6 +56,18 @@ class Backend:
     def count(self, flags: Array) -> int:
         """The ``True`` entries of a boolean array, as a Python int."""
         return count_true(array_namespace(flags), flags)
+
+    def is_host(self, x: Array) -> bool:
+        """Whether ``x`` lives in host memory (reading it into NumPy copies nothing across
+        devices): a NumPy array, or an array on the namespace's CPU device."""
+        return isinstance(x, np.ndarray) or str(device(x)).endswith("CPU_DEVICE")
+
+    def to_host(self, x: Array) -> np.ndarray:
+        """``x`` read into NumPy, copied to the host first if it lives elsewhere
+        (``to_device``, then DLPack)."""
+        if not self.is_host(x):
+            x = x.to_device(array_namespace(x).__array_namespace_info__().default_device())
+        return np.from_dlpack(x)
 
     def write(self, writes: Sequence[Write]) -> None:
         """Store each new mask, with its new weight where one was written and the

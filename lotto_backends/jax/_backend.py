@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from lotto_backends._host.passes import HostPasses, Written, host_group
 from lotto_core.backend import Backend, TakesMaskedValue, Write
 from lotto_core.scores import ScoreSource
@@ -55,6 +57,12 @@ class JaxBackend(Backend):
             return [(mask, value) for mask, value in out]
 
         return HostPasses(params, fmt, _host.threads(), floor=floor, values=values, wrap=wrap)
+
+    def is_host(self, x: Any) -> bool:
+        return all(d.platform == "cpu" for d in x.devices())
+
+    def to_host(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
 
     def write(self, writes: Sequence[Write]) -> None:
         """Handles that take a ready value get the one the selection wrote, or else

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from lotto_backends._host.passes import HostPasses, Written, host_group
@@ -61,6 +62,12 @@ class TorchBackend(Backend):
         """Over all shards of a DTensor (its per-shard counts added up: a few integers)."""
         n: Any = torch.count_nonzero(flags)
         return int(n.full_tensor() if is_dtensor(n) else n)
+
+    def is_host(self, x: Any) -> bool:
+        return bool(x.device.type == "cpu")
+
+    def to_host(self, x: Any) -> np.ndarray:
+        return np.from_dlpack(x.detach().cpu())
 
     def write(self, writes: Sequence[Write]) -> None:
         """Each weight zeroed in place by the kernels where they apply (a DTensor shard
