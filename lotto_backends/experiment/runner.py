@@ -412,7 +412,7 @@ def _figures(pruner: Pruner, result: TrainResult) -> dict[str, Any]:
 
 def pack_masks(pruner: Pruner) -> dict[str, tuple[list[int], str]]:
     """The pruner's masks by name, each as its shape and its bits (``numpy.packbits``) in
-    base64: a state file keeps every round's ticket masks in a few kB each."""
+    base64: a state file keeps every round's ticket masks (44 kB a round for LeNet-300-100)."""
     out = {}
     for name, _, mask in masked_parameters(pruner):
         bits = to_numpy(mask, allow_device_copy=True)

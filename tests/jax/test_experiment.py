@@ -403,3 +403,27 @@ def test_the_learning_rate_of_each_step_is_used() -> None:
         np.testing.assert_array_equal(np.asarray(model.layers[0].kernel.get_value()), before)
         BACKEND.train_step(model, optimizer, arrays, np.arange(60), 1e-2)
         assert not np.array_equal(np.asarray(model.layers[0].kernel.get_value()), before)
+
+
+def test_research_options_run_on_jax(tmp_path: pathlib.Path) -> None:
+    """``--retrain lr-rewind --instability`` over two seeds: learning-rate rewinding keeps
+    the trained weights, the barriers and overlaps are recorded, and the versions are JAX's."""
+    out = tmp_path / "out"
+    options = ["--backend", "jax", "--rounds", "1", "--seeds", "2", "--retrain", "lr-rewind"]
+    results = run_lotto(out, *options, "--instability", "--rewind-step", "3")
+    assert {"jax", "flax", "optax"} <= set(results["versions"])
+    assert results["settings"]["lr_schedule"] == "step"
+    for seed in ("0", "1"):
+        for record in results["runs"][seed]:
+            assert set(record["instability"]) == {"0", "3"}
+            for path in record["instability"].values():
+                values = path["values"]
+                assert len(values) == runner.INSTABILITY_POINTS
+                assert path["barrier"] == max(values) - (values[0] + values[-1]) / 2
+        ticket = results["runs"][seed][1]
+        assert (
+            ticket["overlap_previous_round"]["jaccard"]
+            == ticket["ticket"]["kept"] / results["runs"][seed][0]["ticket"]["kept"]
+        )
+    assert 0 < results["summary"][1]["overlap_between_seeds"]["jaccard"]["mean"] < 1
+    assert (out / "overlap_and_instability.png").exists()
