@@ -87,7 +87,7 @@ def test_presets_and_explicit_options():
         quick["epochs"],
         quick["seeds"],
     )
-    assert (settings.dataset, settings.model, settings.batch_size, settings.lr) == ("mnist", "lenet", 60, 1.2e-3)
+    assert (settings.dataset, settings.model, settings.batch_size, settings.lr) == ("mnist", "lenet", 60, 3e-3)
     assert settings.backend == "torch"
     assert str(out) == "lotto-results"
     paper, out = _settings(parser.parse_args(["--preset", "paper", "--rounds", "3"]))
@@ -116,7 +116,7 @@ def test_a_folder_of_another_run_is_refused_and_left_as_it_was(capsys, tmp_path)
     for options, changed in [
         (["--rate", "0.25"], "rate 0.5 there, 0.25 now"),
         (["--seed", "3"], "seeds_from 0 there, 3 now"),
-        (["--lr", "0.01"], "lr 0.0012 there, 0.01 now"),
+        (["--lr", "0.01"], "lr 0.003 there, 0.01 now"),
     ]:
         assert main([*TINY, "--rounds", "1", *options, "--out", str(out)]) == 2
         err = capsys.readouterr().err

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lotto_backends.experiment import runner
+from lotto_backends.experiment.cli import PRESETS
 from lotto_backends.experiment.data import digits
 from lotto_backends.experiment.torch_backend import BACKEND
 from lotto_backends.experiment.training import train
@@ -18,6 +19,9 @@ from lotto_backends.torch import instability
 from lotto_core import mask_overlap
 
 from .helpers import run_lotto
+
+QUICK_LR = PRESETS["quick"]["lr"]
+"""The learning rate of the runs here (the quick preset's)."""
 
 
 def test_results_record_versions_protocol_and_per_layer_sparsity(tmp_path):
@@ -29,7 +33,7 @@ def test_results_record_versions_protocol_and_per_layer_sparsity(tmp_path):
     assert list(protocol["per_layer_rates"].values()) == [0.5, 0.25]
     assert "Adam" in protocol["optimizer"]
     assert "Glorot" in protocol["initializer"]
-    assert protocol["learning_rate"] == "0.0012 throughout"
+    assert protocol["learning_rate"] == f"{QUICK_LR:g} throughout"
     for record in results["runs"]["0"]:
         for run in ("ticket", "reinit", "random"):
             if record[run] is not None:
@@ -77,7 +81,7 @@ def test_instability_in_the_command_is_the_library_call(tmp_path, capsys):
             assert path["barrier"] == max(values) - (values[0] + values[-1]) / 2
     # the dense round's analysis from step k, again by hand
     data = digits()
-    settings = runner.Settings("torch", "digits", "lenet", 1, 0.5, k, 0, 1, 1, 60, 1.2e-3)
+    settings = runner.Settings("torch", "digits", "lenet", 1, 0.5, k, 0, 1, 1, 60, QUICK_LR)
     schedule = settings.training(data)
     model = BACKEND.build("lenet", 64, 10, runner.derive_seed(0, runner._INIT))
     pruner = runner._pruner(BACKEND, model, 0.5)

@@ -9,13 +9,16 @@ import pytest
 import torch
 
 from lotto_backends.experiment import runner
-from lotto_backends.experiment.cli import _settings, build_parser
+from lotto_backends.experiment.cli import PRESETS, _settings, build_parser
 from lotto_backends.experiment.data import digits
 from lotto_backends.experiment.torch_backend import BACKEND
 from lotto_backends.experiment.training import Schedule, train
 from lotto_core import Retraining
 
 from .helpers import run_lotto
+
+QUICK_LR = PRESETS["quick"]["lr"]
+"""The learning rate of the runs here (the quick preset's)."""
 
 
 def test_the_step_schedule_divides_by_ten_after_half_and_three_quarters():
@@ -37,7 +40,7 @@ def test_the_command_retrains_as_the_library_calls_do(tmp_path, how):
     assert (results["settings"]["retrain"], results["settings"]["lr_schedule"]) == (how, "step")
     state = runner.read_state(out / "state_seed0.torch.state", BACKEND)
     data = digits()
-    settings = runner.Settings("torch", "digits", "lenet", 1, 0.5, k, 0, 1, 1, 60, 1.2e-3, lr_schedule="step")
+    settings = runner.Settings("torch", "digits", "lenet", 1, 0.5, k, 0, 1, 1, 60, QUICK_LR, lr_schedule="step")
     schedule = settings.training(data)
     model = BACKEND.build("lenet", 64, 10, runner.derive_seed(0, runner._INIT))
     pruner = runner._pruner(BACKEND, model, 0.5)

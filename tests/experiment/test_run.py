@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lotto_backends.experiment import runner
-from lotto_backends.experiment.cli import main
+from lotto_backends.experiment.cli import PRESETS, main
 from lotto_backends.experiment.data import digits
 from lotto_backends.experiment.results import FIGURES
 from lotto_backends.experiment.torch_backend import BACKEND
@@ -24,6 +24,9 @@ from lotto_core.pruner import type_code
 from .helpers import TINY, assert_adam_keeps_what_a_prune_removed, run_lotto
 
 RUNS = ("ticket", "reinit", "random")
+
+QUICK_LR = PRESETS["quick"]["lr"]
+"""The learning rate of the runs here (the quick preset's)."""
 
 
 def _expected_kept(totals, rate, rounds):
@@ -119,7 +122,7 @@ def test_controls_have_the_tickets_sparsity_but_other_masks(tmp_path):
 
 
 def test_random_reinit_has_the_tickets_masks_on_a_fresh_init(tmp_path):
-    settings = runner.Settings("torch", "digits", "lenet", 1, 0.5, 0, 0, 1, 1, 60, 1.2e-3)
+    settings = runner.Settings("torch", "digits", "lenet", 1, 0.5, 0, 0, 1, 1, 60, QUICK_LR)
     data = digits()
     with BACKEND.session():
         seed = runner._SeedExperiment(settings, 0, data, BACKEND, BACKEND.arrays(data), tmp_path, runner.Reporter())
@@ -140,7 +143,7 @@ def test_late_rewinding_rewinds_to_the_weights_after_k_steps(tmp_path):
     run_lotto(out, "--rounds", "1", "--rewind-step", str(k))
     state = runner.read_state(out / "state_seed0.torch.state", BACKEND)
     data = digits()
-    settings = runner.Settings("torch", "digits", "lenet", 1, 0.5, k, 0, 1, 1, 60, 1.2e-3)
+    settings = runner.Settings("torch", "digits", "lenet", 1, 0.5, k, 0, 1, 1, 60, QUICK_LR)
     reference, captured = BACKEND.build("lenet", 64, 10, runner.derive_seed(0, runner._INIT)), {}
 
     def capture(step):

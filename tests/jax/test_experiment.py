@@ -116,11 +116,12 @@ def test_outputs_and_their_fields(finished: dict[str, Any]) -> None:
         "seeds": 1,
         "epochs": 2,
         "batch_size": 60,
-        "lr": 1.2e-3,
+        "lr": 3e-3,
         "method": "magnitude",
         "schedule": "imp",
         "retrain": "rewind",
         "lr_schedule": "constant",
+        "instability": False,
     }
     assert results["settings"]["model"] == model
     summary = results["summary"]
