@@ -13,12 +13,13 @@ own ``evaluate`` along the path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ._array_api import Array
 
-__all__ = ["Instability", "interpolate", "linear_path"]
+__all__ = ["Instability", "check_data_orders", "interpolate", "linear_path"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,19 @@ class Instability:
 
     def to_dict(self) -> dict[str, object]:
         return {"barrier": self.barrier, "alphas": list(self.alphas), "values": list(self.values)}
+
+
+def check_data_orders(data_orders: object) -> tuple[Any, Any]:
+    """The two data orders of an instability analysis, one per copy.
+
+    Raises
+    ------
+    TypeError
+        If ``data_orders`` is not a sequence of two values.
+    """
+    if not isinstance(data_orders, Sequence) or isinstance(data_orders, str) or len(data_orders) != 2:
+        raise TypeError(f"data_orders must be two values, one per copy, got {data_orders!r}")
+    return data_orders[0], data_orders[1]
 
 
 def interpolate(a: Array, b: Array, alpha: float) -> Array:

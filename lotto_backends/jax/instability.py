@@ -11,15 +11,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lotto_core.instability import Instability, interpolate, linear_path
+from lotto_core.instability import Instability, check_data_orders, interpolate, linear_path
 
 __all__ = ["instability", "pytree_instability"]
-
-
-def _check_orders(data_orders: object) -> tuple[Any, Any]:
-    if not isinstance(data_orders, Sequence) or isinstance(data_orders, str) or len(data_orders) != 2:
-        raise TypeError(f"data_orders must be two values, one per copy, got {data_orders!r}")
-    return data_orders[0], data_orders[1]
 
 
 def _same(a: jax.Array, b: jax.Array) -> bool:
@@ -85,7 +79,7 @@ def instability(
     """
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be an nnx.Module, got {type(model).__name__}")
-    first, second = _check_orders(data_orders)
+    first, second = check_data_orders(data_orders)
     copies = [nnx.clone(model), nnx.clone(model)]
     for copied, order in zip(copies, (first, second), strict=True):
         train(copied, order)
@@ -104,6 +98,6 @@ def pytree_instability(
 ) -> Instability:
     """``instability`` for a parameter pytree: ``train(params, data_orders[i])`` returns
     the trained parameters, ``evaluate(params)`` a number."""
-    first, second = _check_orders(data_orders)
+    first, second = check_data_orders(data_orders)
     at = _path(train(params, first), train(params, second))
     return linear_path(lambda alpha: evaluate(at(alpha)), points)

@@ -11,15 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from lotto_core.instability import Instability, interpolate, linear_path
+from lotto_core.instability import Instability, check_data_orders, interpolate, linear_path
 
 __all__ = ["instability"]
-
-
-def _check_orders(data_orders: object) -> tuple[Any, Any]:
-    if not isinstance(data_orders, Sequence) or isinstance(data_orders, str) or len(data_orders) != 2:
-        raise TypeError(f"data_orders must be two values, one per copy, got {data_orders!r}")
-    return data_orders[0], data_orders[1]
 
 
 def _path_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Callable[[float], dict[str, torch.Tensor]]:
@@ -80,7 +74,7 @@ def instability(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    first, second = _check_orders(data_orders)
+    first, second = check_data_orders(data_orders)
     copies = [copy.deepcopy(model), copy.deepcopy(model)]
     for copied, order in zip(copies, (first, second), strict=True):
         train(copied, order)

@@ -8,6 +8,8 @@ import pathlib
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -15,8 +17,9 @@ import numpy as np
 import lotto_backends
 from lotto_backends.experiment import runner
 from lotto_backends.experiment.backend import Backend
-from lotto_backends.experiment.cli import main
+from lotto_backends.experiment.cli import PRESETS, main
 from lotto_backends.experiment.data import digits
+from lotto_backends.experiment.training import train
 
 TINY = ["--dataset", "digits", "--epochs", "1"]
 
@@ -81,3 +84,26 @@ def assert_adam_keeps_what_a_prune_removed(backend: Backend) -> None:
                 mask = handle.get_mask()
                 if mask is not None:
                     assert (np.asarray(handle.get_value())[~np.asarray(mask)] == 0).all(), name
+
+
+@contextmanager
+def dense_round_by_hand(backend: Backend, k: int, lr_schedule: str = "constant") -> Iterator[tuple[Any, ...]]:
+    """Round 0 of ``lotto`` on the tiny digits setup (seed 0, ``--rewind-step k``) by the
+    library's own calls: ``(model, pruner, arrays, schedule)`` with the model trained and
+    the rewind point set at step ``k``, inside the backend's session (so that what the
+    test trains next gives the command's bits too)."""
+    data = digits()
+    lr = PRESETS["quick"]["lr"]
+    settings = runner.Settings("torch", "digits", "lenet", 1, 0.5, k, 0, 1, 1, 60, lr, lr_schedule=lr_schedule)
+    schedule = settings.training(data)
+    model = backend.build("lenet", 64, 10, runner.derive_seed(0, runner._INIT))
+    pruner = runner._pruner(backend, model, 0.5)
+    with backend.session():
+        arrays = backend.arrays(data)
+
+        def late_rewind(step: int) -> None:
+            if step == k:
+                pruner.set_rewind_point()
+
+        train(backend, model, arrays, schedule, seed=runner.derive_seed(0, runner._TRAIN, 0), after_step=late_rewind)
+        yield model, pruner, arrays, schedule

@@ -12,13 +12,12 @@ import torch
 
 from lotto_backends.experiment import runner
 from lotto_backends.experiment.cli import PRESETS
-from lotto_backends.experiment.data import digits
 from lotto_backends.experiment.torch_backend import BACKEND
 from lotto_backends.experiment.training import train
 from lotto_backends.torch import instability
 from lotto_core import mask_overlap
 
-from .helpers import run_lotto
+from .helpers import dense_round_by_hand, run_lotto
 
 QUICK_LR = PRESETS["quick"]["lr"]
 """The learning rate of the runs here (the quick preset's)."""
@@ -80,15 +79,7 @@ def test_instability_in_the_command_is_the_library_call(tmp_path, capsys):
             assert len(values) == runner.INSTABILITY_POINTS
             assert path["barrier"] == max(values) - (values[0] + values[-1]) / 2
     # the dense round's analysis from step k, again by hand
-    data = digits()
-    settings = runner.Settings("torch", "digits", "lenet", 1, 0.5, k, 0, 1, 1, 60, QUICK_LR)
-    schedule = settings.training(data)
-    model = BACKEND.build("lenet", 64, 10, runner.derive_seed(0, runner._INIT))
-    pruner = runner._pruner(BACKEND, model, 0.5)
-    with BACKEND.session():
-        arrays = BACKEND.arrays(data)
-        late = lambda step: pruner.set_rewind_point() if step == k else None  # noqa: E731
-        train(BACKEND, model, arrays, schedule, seed=runner.derive_seed(0, runner._TRAIN, 0), after_step=late)
+    with dense_round_by_hand(BACKEND, k) as (model, pruner, arrays, schedule):
         pruner.rewind()
         result = instability(
             model,

@@ -9,16 +9,13 @@ import pytest
 import torch
 
 from lotto_backends.experiment import runner
-from lotto_backends.experiment.cli import PRESETS, _settings, build_parser
+from lotto_backends.experiment.cli import _settings, build_parser
 from lotto_backends.experiment.data import digits
 from lotto_backends.experiment.torch_backend import BACKEND
 from lotto_backends.experiment.training import Schedule, train
 from lotto_core import Retraining
 
-from .helpers import run_lotto
-
-QUICK_LR = PRESETS["quick"]["lr"]
-"""The learning rate of the runs here (the quick preset's)."""
+from .helpers import dense_round_by_hand, run_lotto
 
 
 def test_the_step_schedule_divides_by_ten_after_half_and_three_quarters():
@@ -39,15 +36,7 @@ def test_the_command_retrains_as_the_library_calls_do(tmp_path, how):
     results = run_lotto(out, "--rounds", "1", "--retrain", how, "--rewind-step", str(k))
     assert (results["settings"]["retrain"], results["settings"]["lr_schedule"]) == (how, "step")
     state = runner.read_state(out / "state_seed0.torch.state", BACKEND)
-    data = digits()
-    settings = runner.Settings("torch", "digits", "lenet", 1, 0.5, k, 0, 1, 1, 60, QUICK_LR, lr_schedule="step")
-    schedule = settings.training(data)
-    model = BACKEND.build("lenet", 64, 10, runner.derive_seed(0, runner._INIT))
-    pruner = runner._pruner(BACKEND, model, 0.5)
-    with BACKEND.session():
-        arrays = BACKEND.arrays(data)
-        late_rewind = lambda step: pruner.set_rewind_point() if step == k else None  # noqa: E731
-        train(BACKEND, model, arrays, schedule, seed=runner.derive_seed(0, runner._TRAIN, 0), after_step=late_rewind)
+    with dense_round_by_hand(BACKEND, k, "step") as (model, pruner, arrays, schedule):
         trained = {n: p.detach().clone() for n, p in model.named_parameters()}
         retraining = Retraining(how, schedule.steps, k)
         retraining.prune(pruner)
