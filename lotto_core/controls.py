@@ -23,7 +23,6 @@ from .overlap import named_masks
 from .protocol import ParameterHandle
 from .pruner import Pruner, masked_parameters
 from .scores import RandomScores
-from .search import Count, Cut
 from .strategy import Random
 
 __all__ = ["random_prune_like", "shuffle_masks"]
@@ -39,20 +38,17 @@ def _check(pruner: object, seed: object) -> Pruner:
     return pruner
 
 
-def _new_mask(mask: Array, cut: Cut) -> Array:
-    """The mask after ``cut``: unchanged, the cut's mask, or nothing kept."""
-    if not cut.pruned:
-        return mask
-    return cut.mask if cut.mask is not None else array_namespace(mask).zeros_like(mask)
-
-
-def _count(pruned: int) -> Count:
-    """The amount that prunes exactly ``pruned`` weights."""
+def _random_mask(handle: ParameterHandle, mask: Array, pruned: int, key: tuple[int, ...]) -> Array:
+    """``mask`` with ``pruned`` of its kept entries dropped, chosen by uniform random
+    scores drawn from ``key`` through the exact engine; ``mask`` itself if none is."""
 
     def count(kept: int, size: int) -> int:
         return pruned
 
-    return count
+    (cut,) = plan_cuts([RandomScores(handle.get_value(), key)], [mask], count)
+    if not cut.pruned:
+        return mask
+    return cut.mask if cut.mask is not None else array_namespace(mask).zeros_like(mask)
 
 
 def _write(writes: list[tuple[ParameterHandle, Array, None]]) -> None:
@@ -92,9 +88,7 @@ def shuffle_masks(pruner: Pruner, *, seed: int) -> None:
         size = math.prod(mask.shape)
         pruned = size - count_kept(mask)
         everything = array_namespace(mask).ones_like(mask)
-        source = RandomScores(handle.get_value(), (seed, _SHUFFLE, i))
-        (cut,) = plan_cuts([source], [everything], _count(pruned))
-        writes.append((handle, _new_mask(everything, cut), None))
+        writes.append((handle, _random_mask(handle, everything, pruned, (seed, _SHUFFLE, i)), None))
     _write(writes)
 
 
@@ -118,7 +112,6 @@ def random_prune_like(pruner: Pruner, like: Any, *, seed: int) -> None:
     --------
     >>> import numpy as np
     >>> from lotto_core import ArrayLayer, MagnitudePruneGroup
-    >>> layer = ArrayLayer({"w": np.arange(1.0, 11.0)})
     >>> pruner = Pruner([MagnitudePruneGroup([ArrayLayer({"w": np.ones(10)})], 0.5)])
     >>> random_prune_like(pruner, [np.arange(10) >= 6], seed=0)
     >>> int(pruner.groups[0].layers[0].params["w"].get_mask().sum())
@@ -144,8 +137,7 @@ def random_prune_like(pruner: Pruner, like: Any, *, seed: int) -> None:
         counts.append(kept - want)
     writes = []
     for i, ((_, handle, mask), pruned) in enumerate(zip(params, counts, strict=True)):
-        source = RandomScores(handle.get_value(), (seed, _RANDOM_PRUNE, i))
-        (cut,) = plan_cuts([source], [mask], _count(pruned))
-        if cut.pruned:
-            writes.append((handle, _new_mask(mask, cut), None))
+        new = _random_mask(handle, mask, pruned, (seed, _RANDOM_PRUNE, i))
+        if new is not mask:
+            writes.append((handle, new, None))
     _write(writes)

@@ -3,12 +3,13 @@ and the Lottery Ticket Hypothesis*): from one starting point, two copies trained
 different data orders end in the same basin when the error along the straight line
 between them does not rise above that of its ends.
 
-The core holds the measurement, written once: ``linear_path`` evaluates a function of
-the interpolation coefficient at evenly spaced points and returns the error barrier;
-``interpolate`` is the point of the line between two arrays. The adapters' ``instability``
-functions (``lotto_backends.torch``, ``lotto_backends.jax`` and its ``pytree``) copy the
-model, train the two copies with the user's own ``train``, and evaluate with the user's
-own ``evaluate`` along the path.
+The core holds the measurement, written once: ``trained_pair`` trains two copies with the
+two data orders, ``leaf_path`` is the line between their leaves (floating ones
+interpolated by ``interpolate``, the others required equal), and ``linear_path``
+evaluates along it and returns the error barrier. The adapters' ``instability`` functions
+(``lotto_backends.torch``, ``lotto_backends.jax`` and its ``pytree``) supply the copy,
+the leaves and how to read a model back from them; ``train`` and ``evaluate`` are the
+user's own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from ._array_api import Array
 
-__all__ = ["Instability", "check_data_orders", "interpolate", "linear_path"]
+__all__ = ["Instability", "check_data_orders", "interpolate", "leaf_path", "linear_path", "trained_pair"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,54 @@ def check_data_orders(data_orders: object) -> tuple[Any, Any]:
     if not isinstance(data_orders, Sequence) or isinstance(data_orders, str) or len(data_orders) != 2:
         raise TypeError(f"data_orders must be two values, one per copy, got {data_orders!r}")
     return data_orders[0], data_orders[1]
+
+
+def trained_pair(
+    start: Any, copy: Callable[[Any], Any], train: Callable[[Any, Any], None], data_orders: object
+) -> tuple[Any, Any]:
+    """Two copies of ``start`` (``copy(start)``), each trained in place by
+    ``train(copy, order)`` with one of the two ``data_orders``.
+
+    Raises
+    ------
+    TypeError
+        If ``data_orders`` is not a sequence of two values.
+    """
+    orders = check_data_orders(data_orders)
+    pair = copy(start), copy(start)
+    for model, order in zip(pair, orders, strict=True):
+        train(model, order)
+    return pair
+
+
+def leaf_path(
+    names: Sequence[str],
+    a: Sequence[Array],
+    b: Sequence[Array],
+    *,
+    floating: Callable[[Array], bool],
+    same: Callable[[Array, Array], bool],
+) -> Callable[[float], list[Array]]:
+    """The leaves at ``alpha`` on the line from leaves ``a`` to leaves ``b``: the
+    ``floating`` ones interpolated, the others (masks, counters, RNG keys) ``a``'s, which
+    must be the ``same`` as ``b``'s.
+
+    Raises
+    ------
+    ValueError
+        Naming a leaf that is not floating and differs between the two.
+    """
+    flags = [floating(x) for x in a]
+    for name, x, y, flag in zip(names, a, b, flags, strict=True):
+        if not flag and not same(x, y):
+            raise ValueError(
+                f"{name} is not floating and differs between the two trained copies: it cannot be interpolated"
+            )
+
+    def at(alpha: float) -> list[Array]:
+        return [interpolate(x, y, alpha) if flag else x for x, y, flag in zip(a, b, flags, strict=True)]
+
+    return at
 
 
 def interpolate(a: Array, b: Array, alpha: float) -> Array:

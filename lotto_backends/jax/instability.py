@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lotto_core.instability import Instability, check_data_orders, interpolate, linear_path
+from lotto_core.instability import Instability, check_data_orders, leaf_path, linear_path, trained_pair
 
 __all__ = ["instability", "pytree_instability"]
 
@@ -22,28 +22,17 @@ def _same(a: jax.Array, b: jax.Array) -> bool:
     return bool(jnp.array_equal(a, b))
 
 
-def _path(a: Any, b: Any) -> Callable[[float], Any]:
-    """The pytree at ``alpha`` on the line from ``a`` to ``b``: floating leaves
-    interpolated, the others (masks, RNG keys, counters) the same in both.
+def _floating(x: jax.Array) -> bool:
+    return bool(jnp.issubdtype(x.dtype, jnp.floating))
 
-    Raises
-    ------
-    ValueError
-        Naming a leaf that is not floating and differs between the two.
-    """
+
+def _path(a: Any, b: Any) -> Callable[[float], Any]:
+    """The pytree at ``alpha`` on the line from ``a`` to ``b`` (``leaf_path``)."""
     flat_a, treedef = jax.tree_util.tree_flatten_with_path(a)
     flat_b = treedef.flatten_up_to(b)  # type: ignore[attr-defined]
-    for (path, x), y in zip(flat_a, flat_b, strict=True):
-        if not jnp.issubdtype(x.dtype, jnp.floating) and not _same(x, y):
-            raise ValueError(
-                f"{jax.tree_util.keystr(path)} is not floating and differs between the two trained copies: "
-                "it cannot be interpolated"
-            )
-
-    def at(alpha: float) -> Any:
-        return jax.tree.map(lambda x, y: interpolate(x, y, alpha) if jnp.issubdtype(x.dtype, jnp.floating) else x, a, b)
-
-    return at
+    names = [jax.tree_util.keystr(path) for path, _ in flat_a]
+    at = leaf_path(names, [x for _, x in flat_a], flat_b, floating=_floating, same=_same)
+    return lambda alpha: treedef.unflatten(at(alpha))  # type: ignore[attr-defined]
 
 
 def instability(
@@ -79,12 +68,9 @@ def instability(
     """
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be an nnx.Module, got {type(model).__name__}")
-    first, second = check_data_orders(data_orders)
-    copies = [nnx.clone(model), nnx.clone(model)]
-    for copied, order in zip(copies, (first, second), strict=True):
-        train(copied, order)
-    graphdef, state = nnx.split(copies[0])
-    at = _path(state, nnx.state(copies[1]))
+    first, second = trained_pair(model, nnx.clone, train, data_orders)
+    graphdef, state = nnx.split(first)
+    at = _path(state, nnx.state(second))
     return linear_path(lambda alpha: evaluate(nnx.merge(graphdef, at(alpha))), points)
 
 

@@ -11,30 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from lotto_core.instability import Instability, check_data_orders, interpolate, linear_path
+from lotto_core.instability import Instability, leaf_path, linear_path, trained_pair
 
 __all__ = ["instability"]
-
-
-def _path_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Callable[[float], dict[str, torch.Tensor]]:
-    """The state dict at ``alpha`` on the line from ``a`` to ``b``: floating entries
-    interpolated, the others (masks, counters) the same in both.
-
-    Raises
-    ------
-    ValueError
-        Naming an entry that is not floating and differs between the two.
-    """
-    for key, value in a.items():
-        if not torch.is_floating_point(value) and not torch.equal(value, b[key]):
-            raise ValueError(
-                f"{key} is not floating and differs between the two trained copies: it cannot be interpolated"
-            )
-
-    def at(alpha: float) -> dict[str, torch.Tensor]:
-        return {k: interpolate(v, b[k], alpha) if torch.is_floating_point(v) else v for k, v in a.items()}
-
-    return at
 
 
 def instability(
@@ -74,16 +53,14 @@ def instability(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    first, second = check_data_orders(data_orders)
-    copies = [copy.deepcopy(model), copy.deepcopy(model)]
-    for copied, order in zip(copies, (first, second), strict=True):
-        train(copied, order)
-    at = _path_state(copies[0].state_dict(), copies[1].state_dict())
-    probe = copy.deepcopy(copies[0])
+    first, second = trained_pair(model, copy.deepcopy, train, data_orders)
+    a, b = first.state_dict(), second.state_dict()
+    at = leaf_path(list(a), list(a.values()), list(b.values()), floating=torch.is_floating_point, same=torch.equal)
+    probe = copy.deepcopy(first)
 
     def evaluate_at(alpha: float) -> float:
         with torch.no_grad():
-            probe.load_state_dict(at(alpha))
+            probe.load_state_dict(dict(zip(a, at(alpha), strict=True)))
         return evaluate(probe)
 
     return linear_path(evaluate_at, points)

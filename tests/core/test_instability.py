@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lotto_core import linear_path
-from lotto_core.instability import interpolate
+from lotto_core.instability import interpolate, leaf_path, trained_pair
 
 from .helpers import host
 
@@ -51,3 +51,24 @@ def test_bad_points_are_named(points, error):
 def test_an_evaluation_that_is_not_a_number_is_named():
     with pytest.raises(TypeError, match="evaluate must return a real number, got str"):
         linear_path(lambda alpha: "low", points=2)
+
+
+def test_a_leaf_path_interpolates_floating_leaves_and_keeps_the_others(xp, device):
+    a = [xp.asarray([1.0, 2.0], device=device), xp.asarray([True, False], device=device)]
+    b = [xp.asarray([3.0, 2.0], device=device), xp.asarray([True, False], device=device)]
+    floating = lambda x: xp.isdtype(x.dtype, "real floating")  # noqa: E731
+    same = lambda x, y: bool(xp.all(x == y))  # noqa: E731
+    at = leaf_path(["w", "mask"], a, b, floating=floating, same=same)
+    middle = at(0.5)
+    np.testing.assert_array_equal(host(middle[0]), [2.0, 2.0])
+    assert middle[1] is a[1]
+    b[1] = xp.asarray([False, False], device=device)
+    with pytest.raises(ValueError, match="mask is not floating and differs"):
+        leaf_path(["w", "mask"], a, b, floating=floating, same=same)
+
+
+def test_a_trained_pair_gives_each_copy_its_data_order():
+    first, second = trained_pair([0], list, lambda copy, order: copy.append(order), ("a", "b"))
+    assert (first, second) == ([0, "a"], [0, "b"])
+    with pytest.raises(TypeError, match="data_orders must be two values"):
+        trained_pair([0], list, lambda copy, order: None, "ab")
