@@ -82,6 +82,12 @@ class ArrayParameter:
             self.value = xp.where(mask, self.value, 0.0)
         self.mask = mask
 
+    def store_mask(self, mask: Array) -> None:
+        """Store ``mask`` without zeroing (``lotto_core.undo.write_masks`` zeroes after
+        every mask of a round is stored)."""
+        _check_mask(mask, self.value)
+        self.mask = mask
+
     def set_masked(self, mask: Array, value: Array) -> None:
         """Store ``mask`` and a ``value`` that is already exactly +0.0 wherever the mask
         is ``False`` (what a native writer computed for a whole group at once)."""

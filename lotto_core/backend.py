@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from array_api_compat import is_jax_array, is_torch_array
+from array_api_compat import is_jax_array, is_torch_array, to_device
 
 from ._array_api import Array, array_namespace, count_true, device
 from .passes import ArrayAPIPasses, set_in_place
@@ -45,6 +45,9 @@ class Backend:
     """The passes and the writer for one kind of array. Subclasses override either."""
 
     name = "array-api"
+    in_place = True
+    """Whether writes change arrays in place (NumPy, torch), so that keeping an array's
+    old content for an undo takes a copy; ``False`` where arrays are immutable (JAX)."""
 
     def passes(self, sources: Sequence[ScoreSource], masks: Sequence[Array], *, values: bool = False) -> Passes:
         """The passes of one selection over a group. ``values``: the round is written
@@ -68,6 +71,20 @@ class Backend:
         if not self.is_host(x):
             x = x.to_device(array_namespace(x).__array_namespace_info__().default_device())
         return np.from_dlpack(x)
+
+    def keeps_all(self, mask: Array) -> bool:
+        """Whether ``mask`` keeps every entry (an undo then holds no copy of it)."""
+        return bool(self.count(mask) == math.prod(mask.shape))
+
+    def keep(self, x: Array, *, near: Array | None = None) -> Array:
+        """What restores ``x`` after a failed call (``lotto_core.undo``): a copy, on the
+        device of ``near`` where given (a rewind point's: host memory for a model whose
+        rewind points live there), or ``x`` itself where arrays are immutable."""
+        if not self.in_place:
+            return x
+        if near is not None and device(near) != device(x):
+            return to_device(x, device(near))
+        return array_namespace(x).asarray(x, copy=True)
 
     def write(self, writes: Sequence[Write]) -> None:
         """Store each new mask, with its new weight where one was written and the

@@ -18,12 +18,13 @@ import math
 from typing import Any
 
 from ._array_api import Array, array_namespace
-from .backend import backend_for, count_kept, plan_cuts
+from .backend import count_kept, plan_cuts
 from .overlap import named_masks
 from .protocol import ParameterHandle
 from .pruner import Pruner, masked_parameters
 from .scores import RandomScores
 from .strategy import Random
+from .undo import Undo, write_masks
 
 __all__ = ["random_prune_like", "shuffle_masks"]
 
@@ -52,9 +53,9 @@ def _random_mask(handle: ParameterHandle, mask: Array, pruned: int, key: tuple[i
 
 
 def _write(writes: list[tuple[ParameterHandle, Array, None]]) -> None:
-    """Store every new mask at once (``set_mask`` zeroes what each prunes)."""
-    if writes:
-        backend_for(writes[0][1]).write(writes)
+    """Store every new mask, all or nothing, zeroing what each prunes."""
+    with Undo() as undo:
+        write_masks(undo, writes)
 
 
 def shuffle_masks(pruner: Pruner, *, seed: int) -> None:

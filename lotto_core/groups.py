@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._array_api import Array, array_namespace, device
-from .backend import _plan_cuts, backend_for, count_kept
+from .backend import Write, _plan_cuts, count_kept
 from .protocol import ParameterHandle, PrunableLayer
 from .scores import ArrayScores, ScoreSource
 from .search import NOTHING, Cut
@@ -35,6 +35,7 @@ from .strategy import (
     Where,
     as_amount,
 )
+from .undo import Undo, write_masks
 
 __all__ = [
     "LayerwiseMagnitudePruneGroup",
@@ -248,8 +249,14 @@ class PruneGroup:
         return cuts
 
     def _commit(self, plan: list[_Step]) -> None:
-        """Write a planned round through the backend of its masks."""
-        writes = []
+        """Write a planned round, all or nothing, and count it."""
+        with Undo() as undo:
+            write_masks(undo, self._writes(plan))
+        self.rounds += 1
+
+    def _writes(self, plan: list[_Step]) -> list[Write]:
+        """The mask writes of a planned round."""
+        writes: list[Write] = []
         for step in plan:
             if step.cut.pruned:
                 mask = step.cut.mask
@@ -257,9 +264,7 @@ class PruneGroup:
                     old = step.handle.get_mask()
                     mask = array_namespace(old).zeros_like(old)
                 writes.append((step.handle, mask, step.cut.values))
-        if writes:
-            backend_for(writes[0][1]).write(writes)
-        self.rounds += 1
+        return writes
 
     def config(self) -> dict[str, Any]:
         """What identifies this group in a saved state."""

@@ -20,6 +20,7 @@ from .backend import count_kept
 from .groups import PruneGroup, prunable_handles
 from .protocol import ParameterHandle, PrunableLayer
 from .report import ParameterSparsity, SparsityReport
+from .undo import Undo, write_masks
 
 __all__ = ["Pruner", "masked_parameters", "type_code"]
 
@@ -139,9 +140,7 @@ class Pruner:
         new weights too: with several, all groups' would exist at once.)"""
         alone = len(self.groups) == 1
         plans = [group._plan(values=alone) for group in self.groups]
-        for group, plan in zip(self.groups, plans, strict=True):
-            group._commit(plan)
-        self.rounds += 1
+        self._commit(list(zip(self.groups, plans, strict=True)))
 
     def step(self, step: int) -> bool:
         """One training step of the groups' ``Gradual`` schedules (call it every step,
@@ -155,11 +154,17 @@ class Pruner:
         """
         due = [group for group in self.groups if group.due(step)]
         plans = [group._plan(values=len(due) == 1, step=step) for group in due]
-        for group, plan in zip(due, plans, strict=True):
-            group._commit(plan)
         if due:
-            self.rounds += 1
+            self._commit(list(zip(due, plans, strict=True)))
         return bool(due)
+
+    def _commit(self, planned: list[tuple[PruneGroup, list[Any]]]) -> None:
+        """Write the groups' planned rounds, all or nothing, and count them."""
+        with Undo() as undo:
+            write_masks(undo, [w for group, plan in planned for w in group._writes(plan)])
+        for group, _ in planned:
+            group.rounds += 1
+        self.rounds += 1
 
     def rewind(self) -> None:
         """Restore every parameter of every grouped layer (weights masked, biases too),
@@ -172,7 +177,11 @@ class Pruner:
                 UserWarning,
                 stacklevel=3,
             )
-        self._restore([h for layer in self._rewound_layers() for h in layer.parameter_handles().values()])
+        handles = [h for layer in self._rewound_layers() for h in layer.parameter_handles().values()]
+        with Undo() as undo:
+            for handle in handles:
+                undo.keep(handle, value=True)
+            self._restore(handles)
 
     def _restore(self, handles: list[ParameterHandle]) -> None:
         """Set each handle to its rewind point, masked: the pass an adapter may batch."""
@@ -187,8 +196,11 @@ class Pruner:
     def set_rewind_point(self) -> None:
         """Make the current values of every grouped layer, and of the ``others``, the point
         that ``rewind()`` returns to (late rewinding: call it after k training steps)."""
-        for layer in self._rewound_layers():
-            for handle in layer.parameter_handles().values():
+        handles = [h for layer in self._rewound_layers() for h in layer.parameter_handles().values()]
+        with Undo() as undo:
+            for handle in handles:
+                undo.keep(handle, rewind=True)
+            for handle in handles:
                 handle.set_rewind_point(handle.get_value())
 
     def report(self) -> SparsityReport:
@@ -254,11 +266,12 @@ class Pruner:
             If ``state`` does not match this pruner's groups, layers or parameters.
         """
         writes = _check_state(self, state)
-        for handle, mask, rewind in writes:
-            handle.set_rewind_point(rewind)
-            if mask is not None:
-                xp = array_namespace(mask)
-                handle.set_mask(xp.asarray(mask, copy=True))
+        with Undo() as undo:
+            for handle, _, _ in writes:
+                undo.keep(handle, rewind=True)
+            for handle, _, rewind in writes:
+                handle.set_rewind_point(rewind)
+            write_masks(undo, [(handle, _copy(mask), None) for handle, mask, _ in writes if mask is not None])
         for group, saved in zip(self.groups, state["groups"], strict=True):
             group.rounds = saved["rounds"]
         self.rounds = state["rounds"]

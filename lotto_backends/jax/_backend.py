@@ -31,6 +31,7 @@ class JaxBackend(Backend):
     XLA passes for the rest; a group's weights zeroed in one call."""
 
     name = "jax"
+    in_place = False  # JAX arrays are immutable: an undo keeps the old arrays themselves
 
     def __init__(self, *, host: bool = True) -> None:
         self.host = host

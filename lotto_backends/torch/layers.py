@@ -128,17 +128,27 @@ class TorchParameterHandle:
     def set_mask(self, mask: torch.Tensor) -> None:
         """Copy ``mask`` into the layer's mask (the same tensor stays the mask, so every
         layer sharing the parameter sees it) and zero what it prunes."""
-        refuse_inference_mode("setting a mask")
+        current = self._stored(mask)
         param = self.parameter
+        zero_pruned(param, current)
+        mark_clean(self.layer, self.name, param)
+
+    def store_mask(self, mask: torch.Tensor) -> None:
+        """Copy ``mask`` into the layer's mask without zeroing the weight (a round's
+        write zeroes it once every mask is stored; the next forward would too)."""
+        self._stored(mask)
+
+    def _stored(self, mask: torch.Tensor) -> torch.Tensor:
+        """Check ``mask`` and copy it into the layer's mask tensor, which is returned."""
+        refuse_inference_mode("setting a mask")
         current = self.get_mask()
         if current is None:
             raise ValueError(f"{self!r} is not prunable: it has no mask to set")
-        check_mask(mask, param, "mask")
+        check_mask(mask, self.parameter, "mask")
         if mask is not current:
             with torch.no_grad():
                 current.copy_(mask)
-        zero_pruned(param, current)
-        mark_clean(self.layer, self.name, param)
+        return current
 
     def get_rewind_point(self) -> torch.Tensor:
         follow_layout(self.layer)

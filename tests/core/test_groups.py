@@ -116,9 +116,9 @@ class _Recording(Backend):
 
 def _use(monkeypatch, recording: _Recording) -> _Recording:
     import lotto_core.backend as backend_module
-    import lotto_core.groups as groups_module
+    import lotto_core.undo as undo_module
 
-    for module in (backend_module, groups_module):
+    for module in (backend_module, undo_module):
         monkeypatch.setattr(module, "backend_for", lambda array: recording)
     return recording
 
