@@ -179,12 +179,13 @@ class Pruner:
             )
         handles = [h for layer in self._rewound_layers() for h in layer.parameter_handles().values()]
         with Undo() as undo:
-            for handle in handles:
-                undo.keep(handle, value=True)
-            self._restore(handles)
+            self._restore(handles, undo)
 
-    def _restore(self, handles: list[ParameterHandle]) -> None:
-        """Set each handle to its rewind point, masked: the pass an adapter may batch."""
+    def _restore(self, handles: list[ParameterHandle], undo: Undo) -> None:
+        """Set each handle to its rewind point, masked, keeping in ``undo`` what a failure
+        part-way would have to put back: the pass an adapter may batch."""
+        for handle in handles:
+            undo.keep(handle, value=True)
         for handle in handles:
             handle.set_value(_rewound(handle))
 

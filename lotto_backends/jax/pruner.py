@@ -21,6 +21,7 @@ import lotto_core
 from lotto_core import PruneGroup
 from lotto_core.protocol import ParameterHandle
 from lotto_core.pruner import check_rewind_scope, rest_of_model
+from lotto_core.undo import Undo
 
 from ._write import zero_pruned
 from .layers import JaxParameterHandle, PrunableModule
@@ -119,14 +120,16 @@ class Pruner(lotto_core.Pruner):
             self.others = rest_of_model(self, (node for _, node in nnx.iter_graph(model)), ModelRest(model))
         self.scope = rewind
 
-    def _restore(self, handles: list[ParameterHandle]) -> None:
+    def _restore(self, handles: list[ParameterHandle], undo: Undo) -> None:
         """Every variable back to its rewind point at once: JAX arrays are immutable, so
         an unmasked variable takes its rewind point itself, and the masked ones are
-        zeroed in one batched call (``_write.zero_pruned``); other handles one at a time."""
+        zeroed in one batched call (``_write.zero_pruned``); other handles one at a time.
+        ``undo`` keeps the old arrays themselves."""
         masked: list[tuple[JaxParameterHandle, jax.Array, jax.Array]] = []
         rest: list[ParameterHandle] = []
         for handle in handles:
             if isinstance(handle, JaxParameterHandle | _VariableHandle):
+                undo.keep(handle, value=True)
                 point, value = handle.get_rewind_point(), handle.get_value()
                 if point.sharding != value.sharding:  # a rewind point kept on another device
                     point = jax.device_put(point, value.sharding)
@@ -141,4 +144,4 @@ class Pruner(lotto_core.Pruner):
             zeroed = zero_pruned([point for _, point, _ in masked], [mask for _, _, mask in masked])
             for (handle, _, _), value in zip(masked, zeroed, strict=True):
                 handle.variable.set_value(value)
-        super()._restore(rest)
+        super()._restore(rest, undo)

@@ -135,10 +135,8 @@ def zero_pruned(param: torch.Tensor, mask: torch.Tensor, *, views: bool = True) 
         param, mask = cast(Any, param).to_local(), cast(Any, mask).to_local()
     if views and _cpu.zero_pruned(param, mask):
         return
-    with torch.no_grad():
-        param.mul_(mask.view(torch.uint8)).add_(0.0)  # adding +0.0 turns -x * 0 = -0.0 into +0.0
-        if not bool(torch.isfinite(param.sum())):  # inf * 0 is NaN: redo the slow exact way
-            param.masked_fill_(torch.logical_not(mask), 0)
+    with torch.no_grad():  # one pass, exact for inf and NaN, and no temporary: it cannot fail part-way
+        torch.where(mask, param, param.new_zeros(()), out=param)
 
 
 def _remultiply(layer: PrunableModule, name: str, param: torch.Tensor) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 from torch.autograd.graph import increment_version
@@ -22,6 +23,7 @@ from lotto_core import PruneGroup
 from lotto_core.groups import prunable_handles
 from lotto_core.protocol import ParameterHandle
 from lotto_core.pruner import check_rewind_scope, rest_of_model
+from lotto_core.undo import Undo
 
 from . import _cpu
 from ._distributed import check_ranks_agree, is_distributed, keep_out_of_ddp_broadcast
@@ -158,30 +160,45 @@ class Pruner(lotto_core.Pruner):
         refuse_inference_mode("Pruner.rewind()")
         super().rewind()
 
-    def _restore(self, handles: list[ParameterHandle]) -> None:
+    def _restore(self, handles: list[ParameterHandle], undo: Undo) -> None:
         """Every tensor back to its rewind point in one batched copy per device and dtype
         (``torch._foreach_copy_``), then each pruned weight zeroed in its fused pass;
-        other handles one at a time."""
+        other handles one at a time.
+
+        The batched writes are in place and allocate nothing, after every look-up that
+        can fail: they need no copy in ``undo``. A tensor copied on its own (its rewind
+        point on another device or of another dtype, a DTensor) and the other handles
+        are kept there first."""
         tensors: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, TorchParameterHandle | None]] = {}
+        handle_of: dict[int, ParameterHandle] = {}
         rest: list[ParameterHandle] = []
         for handle in handles:
             if isinstance(handle, TorchParameterHandle):
                 param = handle.parameter
                 tensors.setdefault(id(param), (param, handle.get_rewind_point(), handle.get_mask(), handle))
+                handle_of.setdefault(id(param), handle)
             elif isinstance(handle, _TensorHandle):
                 tensors.setdefault(id(handle.tensor), (handle.tensor, handle.point, None, None))
+                handle_of.setdefault(id(handle.tensor), handle)
             else:
                 rest.append(handle)
-        fused = _rewind_fused([entry for entry in tensors.values() if entry[2] is not None])
+        fused = _fusable([entry for entry in tensors.values() if entry[2] is not None])
         batches: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-        for target, point, _, _ in [entry for ident, entry in tensors.items() if ident not in fused]:
+        alone: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for ident, (target, point, _, _) in tensors.items():
+            if ident in fused:
+                continue
             if point.device == target.device and point.dtype == target.dtype and not is_dtensor(target):
                 batch = batches.setdefault((target.device, target.dtype), ([], []))
                 batch[0].append(target)
                 batch[1].append(point)
             else:
-                with torch.no_grad():
-                    target.copy_(point)
+                undo.keep(handle_of[ident], value=True)
+                alone.append((target, point))
+        for target, point in alone:
+            with torch.no_grad():
+                target.copy_(point)
+        _rewind_fused(fused)
         with torch.no_grad():
             for targets, points in batches.values():
                 torch._foreach_copy_(targets, points)
@@ -190,7 +207,7 @@ class Pruner(lotto_core.Pruner):
                 if ident not in fused:
                     zero_pruned(target, mask)
                 mark_clean(owner.layer, owner.name, target)
-        super()._restore(rest)
+        super()._restore(rest, undo)
 
     def set_rewind_point(self) -> None:
         refuse_inference_mode("Pruner.set_rewind_point()")
@@ -201,27 +218,30 @@ class Pruner(lotto_core.Pruner):
         super().load_state_dict(state)
 
 
-def _rewind_fused(
+def _fusable(
     entries: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, TorchParameterHandle | None]],
-) -> set[int]:
-    """Write ``where(mask, point, +0.0)`` into each masked CPU parameter in one fused pass
-    of the host kernels (rather than a copy and then a zeroing pass); the ids of the
-    parameters written this way."""
-    sources, flags, targets, done = [], [], [], set()
+) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor]]:
+    """The masked CPU parameters that one fused pass of the host kernels rewinds (rather
+    than a copy and then a zeroing pass), by id: the views of their rewind points, masks
+    and memory, and the parameter."""
+    if pool.kernels() is None:
+        return {}
+    fused = {}
     for target, point, mask, _ in entries:
         keys = _cpu.key_view(point)
         out = _cpu.key_view(target, in_place=True)
         bits = _cpu.bool_view(mask)
         if keys is None or out is None or bits is None or point.dtype != target.dtype or keys.size != out.size:
             continue
-        sources.append(keys)
-        flags.append(bits)
-        targets.append(out)
-        done.add(id(target))
-    if done and pool.kernels() is not None:
-        pool.zero_pruned(sources, flags, _cpu.threads(), targets)
-        for target, _, _, _ in entries:
-            if id(target) in done:
-                increment_version(target)
-        return done
-    return set()
+        fused[id(target)] = (keys, bits, out, target)
+    return fused
+
+
+def _rewind_fused(fused: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor]]) -> None:
+    """Write ``where(mask, point, +0.0)`` into each of the ``_fusable`` parameters."""
+    if not fused:
+        return
+    sources, flags, targets, tensors = zip(*fused.values(), strict=True)
+    pool.zero_pruned(list(sources), list(flags), _cpu.threads(), list(targets))
+    for target in tensors:
+        increment_version(target)

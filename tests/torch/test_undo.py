@@ -1,7 +1,8 @@
 """A torch model's prune, rewind, rewind point and loaded state are all or nothing: with a
-failure injected at the third layer's write (the mask stored, the rewind point copied,
-the weight marked masked after the batched copy), every parameter, buffer, mask and
-rewind point, the round counters and the parameters' storage are as they were."""
+failure injected at the third layer's write (its mask stored, its rewind point set, its
+weight copied on its own in a rewind) or at the look-up of its rewind point (a rewind's
+batched copies come after every look-up), every parameter, buffer, mask and rewind
+point, the round counters and the parameters' storage are as they were."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import pytest
 import torch
 from torch import nn
 
-import lotto_backends.torch.pruner as torch_pruner
 from lotto_backends.torch import MagnitudePruneGroup, Pruner, make_prunable, shuffle_masks
 from lotto_backends.torch.layers import TorchParameterHandle
 
@@ -71,7 +71,8 @@ def _failing(method: Callable[..., Any], third: nn.Module) -> Callable[..., Any]
     ("call", "where"),
     [
         ("prune", "store_mask"),
-        ("rewind", "mark_clean"),
+        ("rewind", "get_rewind_point"),
+        ("rewind", "copy_"),
         ("set_rewind_point", "set_rewind_point"),
         ("load_state_dict", "set_rewind_point"),
         ("load_state_dict", "store_mask"),
@@ -84,8 +85,11 @@ def test_a_call_failing_at_the_third_layer_changes_nothing(monkeypatch, call, wh
     pruner.prune()
     pruner.set_rewind_point()
     _train(model)
-    before = _state(model, pruner)
     third = model[4]
+    if where == "copy_":  # rewind points of another dtype are copied one tensor at a time
+        for layer in (model[0], model[2], model[4]):
+            layer._buffers["weight_rewind"] = layer._buffers["weight_rewind"].double()
+    before = _state(model, pruner)
     runs: dict[str, Callable[[], None]] = {
         "prune": pruner.prune,
         "rewind": pruner.rewind,
@@ -94,20 +98,20 @@ def test_a_call_failing_at_the_third_layer_changes_nothing(monkeypatch, call, wh
         "shuffle_masks": lambda: shuffle_masks(pruner, seed=1),
     }
     with monkeypatch.context() as patch:
-        if where == "mark_clean":  # after the batched copy of every tensor: all of them were written
-            real = torch_pruner.mark_clean
+        if where == "copy_":
+            real = torch.Tensor.copy_
 
-            def mark_clean(layer: nn.Module, name: str, param: torch.Tensor) -> None:
-                if layer is third:
+            def copy_(self: torch.Tensor, other: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+                if self is third.weight:
                     raise MemoryError("injected")
-                real(layer, name, param)
+                return real(self, other, *args, **kwargs)
 
-            patch.setattr(torch_pruner, "mark_clean", mark_clean)
+            patch.setattr(torch.Tensor, "copy_", copy_)
         else:
             patch.setattr(TorchParameterHandle, where, _failing(getattr(TorchParameterHandle, where), third))
         with pytest.raises(MemoryError, match="injected"):
             runs[call]()
-        _assert_same(_state(model, pruner), before)
+    _assert_same(_state(model, pruner), before)
     runs[call]()  # and without the failure the call goes through
     assert _state(model, pruner)["rounds"] != before["rounds"] or call != "prune"
 
