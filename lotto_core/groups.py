@@ -250,13 +250,16 @@ class PruneGroup:
 
     def _commit(self, plan: list[_Step]) -> None:
         """Write a planned round, all or nothing, and count it."""
+        writes, kept_all = self._writes(plan)
         with Undo() as undo:
-            write_masks(undo, self._writes(plan))
+            write_masks(undo, writes, kept_all=kept_all)
         self.rounds += 1
 
-    def _writes(self, plan: list[_Step]) -> list[Write]:
-        """The mask writes of a planned round."""
+    def _writes(self, plan: list[_Step]) -> tuple[list[Write], list[bool | None]]:
+        """The mask writes of a planned round, and whether each old mask kept every entry
+        (``None`` where the selection did not count)."""
         writes: list[Write] = []
+        kept_all: list[bool | None] = []
         for step in plan:
             if step.cut.pruned:
                 mask = step.cut.mask
@@ -264,7 +267,8 @@ class PruneGroup:
                     old = step.handle.get_mask()
                     mask = array_namespace(old).zeros_like(old)
                 writes.append((step.handle, mask, step.cut.values))
-        return writes
+                kept_all.append(None if step.cut.kept is None else step.cut.kept == math.prod(mask.shape))
+        return writes, kept_all
 
     def config(self) -> dict[str, Any]:
         """What identifies this group in a saved state."""
@@ -291,8 +295,9 @@ def _new_mask(mask: Array, cut: Cut) -> Array:
 
 def _replaced(old: Array, new: Array) -> Cut:
     """The cut from mask ``old`` to mask ``new`` (which keeps nothing that ``old`` does not)."""
-    pruned = count_kept(old) - count_kept(new)
-    return Cut(threshold=math.nan, ties=0, tied=0, pruned=pruned, mask=new if pruned else None)
+    kept = count_kept(old)
+    pruned = kept - count_kept(new)
+    return Cut(threshold=math.nan, ties=0, tied=0, pruned=pruned, kept=kept, mask=new if pruned else None)
 
 
 def _check(value: Any, kind: type, name: str) -> Any:

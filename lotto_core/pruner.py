@@ -160,8 +160,13 @@ class Pruner:
 
     def _commit(self, planned: list[tuple[PruneGroup, list[Any]]]) -> None:
         """Write the groups' planned rounds, all or nothing, and count them."""
+        writes, kept_all = [], []
+        for group, plan in planned:
+            group_writes, group_kept_all = group._writes(plan)
+            writes += group_writes
+            kept_all += group_kept_all
         with Undo() as undo:
-            write_masks(undo, [w for group, plan in planned for w in group._writes(plan)])
+            write_masks(undo, writes, kept_all=kept_all)
         for group, _ in planned:
             group.rounds += 1
         self.rounds += 1

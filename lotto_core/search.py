@@ -62,7 +62,8 @@ class Cut:
     (C order) of the ``tied`` kept entries scored exactly ``threshold``. ``everything``
     prunes every kept entry. ``mask`` is the new mask where the cut prunes anything and
     not everything; ``values``, the parameter's new weight (pruned entries exactly
-    +0.0) where the passes wrote that too.
+    +0.0) where the passes wrote that too. ``kept`` is how many entries the mask kept before
+    the round, where the selection counted them.
     """
 
     threshold: float
@@ -70,6 +71,7 @@ class Cut:
     tied: int
     pruned: int
     everything: bool = False
+    kept: int | None = field(default=None, compare=False)
     mask: Array | None = field(default=None, compare=False, repr=False)
     values: Array | None = field(default=None, compare=False, repr=False)
 
@@ -151,7 +153,7 @@ def select(passes: Passes, amount: float | Count) -> list[Cut]:
         comparable = int(passes.count([passes.fmt.inf]).sum())
         if comparable < k:
             raise ValueError(_too_few(comparable, k) + ": a kept NaN is never pruned")
-        return [Cut(threshold=math.inf, ties=0, tied=0, pruned=n, everything=True) for n in kept]
+        return [Cut(threshold=math.inf, ties=0, tied=0, pruned=n, everything=True, kept=n) for n in kept]
     return _Search(passes, kept, k).run()
 
 
@@ -174,7 +176,7 @@ class _Search:
     has counted up to ``+inf``, ``hi`` is one past it."""
 
     def __init__(self, passes: Passes, kept: list[int], k: int) -> None:
-        self.passes, self.fmt, self.k = passes, passes.fmt, k
+        self.passes, self.fmt, self.k, self.kept = passes, passes.fmt, k, kept
         self.q = k / sum(kept)
         self.lo, self.hi = -self.fmt.inf, self.fmt.inf + 1
         self.below = np.zeros(len(kept), np.int64)
@@ -274,8 +276,8 @@ class _Search:
             ties_left -= ties[-1]
         threshold = self.fmt.value(t)
         cuts = [
-            Cut(threshold=threshold, ties=m, tied=int(n_tied), pruned=int(n) + m)
-            for n, m, n_tied in zip(less, ties, tied, strict=True)
+            Cut(threshold=threshold, ties=m, tied=int(n_tied), pruned=int(n) + m, kept=kept)
+            for n, m, n_tied, kept in zip(less, ties, tied, self.kept, strict=True)
         ]
         written = self.passes.masks(t, cuts)
         return [replace(cut, mask=mask, values=values) for cut, (mask, values) in zip(cuts, written, strict=True)]

@@ -55,14 +55,25 @@ class Undo:
     def __init__(self) -> None:
         self._kept: list[_Kept] = []
 
-    def keep(self, handle: ParameterHandle, *, mask: bool = False, value: bool = False, rewind: bool = False) -> None:
-        """Keep the parts of ``handle`` that the call may overwrite."""
+    def keep(
+        self,
+        handle: ParameterHandle,
+        *,
+        mask: bool = False,
+        value: bool = False,
+        rewind: bool = False,
+        kept_all: bool | None = None,
+    ) -> None:
+        """Keep the parts of ``handle`` that the call may overwrite. ``kept_all``: whether
+        its mask keeps every entry, where the caller counted (else it is checked)."""
         kept = _Kept(handle)
         if mask:
             old = handle.get_mask()
             if old is not None:
                 backend = backend_for(old)
-                kept.mask = _ALL if backend.in_place and backend.keeps_all(old) else backend.keep(old)
+                if kept_all is None and backend.in_place:
+                    kept_all = backend.keeps_all(old)
+                kept.mask = _ALL if backend.in_place and kept_all else backend.keep(old)
         if value:
             now = handle.get_value()
             kept.value = backend_for(now).keep(now, near=handle.get_rewind_point())
@@ -106,17 +117,18 @@ def _restore(kept: _Kept) -> None:
         handle.set_rewind_point(kept.rewind)
 
 
-def write_masks(undo: Undo, writes: Sequence[Write]) -> None:
+def write_masks(undo: Undo, writes: Sequence[Write], *, kept_all: Sequence[bool | None] = ()) -> None:
     """Store new masks and zero what they prune, all or nothing (with ``undo``).
 
     Masks go first: a handle that ``StoresMask`` keeps its old mask only; any other
     keeps its weight too. The backends then zero the weights in place, each over its own
-    arrays (``Backend.write``)."""
+    arrays (``Backend.write``). ``kept_all``: per write, whether the old mask keeps every
+    entry, where the selection counted (else each is checked)."""
     by_backend: dict[str, tuple[Backend, list[Write]]] = {}
-    for handle, mask, value in writes:
+    for i, (handle, mask, value) in enumerate(writes):
         backend = backend_for(mask)
         staged = isinstance(handle, StoresMask) and value is None and backend.in_place
-        undo.keep(handle, mask=True, value=not staged)
+        undo.keep(handle, mask=True, value=not staged, kept_all=kept_all[i] if i < len(kept_all) else None)
         by_backend.setdefault(backend.name, (backend, []))[1].append((handle, mask, value))
     for _, group in by_backend.values():
         for i, (handle, mask, value) in enumerate(group):
