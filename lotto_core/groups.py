@@ -250,10 +250,7 @@ class PruneGroup:
 
     def _commit(self, plan: list[_Step]) -> None:
         """Write a planned round, all or nothing, and count it."""
-        writes, kept_all = self._writes(plan)
-        with Undo() as undo:
-            write_masks(undo, writes, kept_all=kept_all)
-        self.rounds += 1
+        commit_rounds([(self, plan)])
 
     def _writes(self, plan: list[_Step]) -> tuple[list[Write], list[bool | None]]:
         """The mask writes of a planned round, and whether each old mask kept every entry
@@ -284,6 +281,21 @@ class PruneGroup:
         return (
             f"{type(self).__name__}([{names}], {self.amount!r}, score={self.score!r}, scope={self.scope!r}{structure})"
         )
+
+
+def commit_rounds(planned: Sequence[tuple[PruneGroup, list[_Step]]]) -> None:
+    """Write the planned rounds of several groups, all or nothing (``lotto_core.undo``),
+    then count a round for each group."""
+    writes: list[Write] = []
+    kept_all: list[bool | None] = []
+    for group, plan in planned:
+        group_writes, group_kept_all = group._writes(plan)
+        writes += group_writes
+        kept_all += group_kept_all
+    with Undo() as undo:
+        write_masks(undo, writes, kept_all=kept_all)
+    for group, _ in planned:
+        group.rounds += 1
 
 
 def _new_mask(mask: Array, cut: Cut) -> Array:

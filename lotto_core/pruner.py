@@ -17,7 +17,7 @@ from array_api_compat import to_device
 
 from ._array_api import Array, array_namespace, device
 from .backend import count_kept
-from .groups import PruneGroup, prunable_handles
+from .groups import PruneGroup, commit_rounds, prunable_handles
 from .protocol import ParameterHandle, PrunableLayer
 from .report import ParameterSparsity, SparsityReport
 from .undo import Undo, write_masks
@@ -160,15 +160,7 @@ class Pruner:
 
     def _commit(self, planned: list[tuple[PruneGroup, list[Any]]]) -> None:
         """Write the groups' planned rounds, all or nothing, and count them."""
-        writes, kept_all = [], []
-        for group, plan in planned:
-            group_writes, group_kept_all = group._writes(plan)
-            writes += group_writes
-            kept_all += group_kept_all
-        with Undo() as undo:
-            write_masks(undo, writes, kept_all=kept_all)
-        for group, _ in planned:
-            group.rounds += 1
+        commit_rounds(planned)
         self.rounds += 1
 
     def rewind(self) -> None:
