@@ -219,6 +219,62 @@ def what_cannot_work_is_refused(rank: int) -> None:
     os.write(1, f"rank {rank} ok\n".encode())  # one write: the ranks share the pipe
 
 
+def _local_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """This rank's shards of every parameter and buffer (masks, rewind points)."""
+    return {k: (v.to_local() if isinstance(v, DTensor) else v).detach().clone() for k, v in model.state_dict().items()}
+
+
+def failed_calls_change_nothing(rank: int) -> None:
+    """On FSDP2 shards, a prune failing at the second layer's mask and a rewind failing at
+    its weight's copy leave every rank's shards, masks and rewind points as they were."""
+    from lotto_backends.torch.layers import TorchParameterHandle
+
+    model, pruner = sharded_model(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.5)  # "training" (the pruned entries are re-zeroed below)
+    pruner.rewind()
+    pruner.set_rewind_point()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(1.5)
+    before = _local_state(model)
+    second = model[2]
+    store_mask, copy_ = TorchParameterHandle.store_mask, torch.Tensor.copy_
+
+    def failing_store(self: TorchParameterHandle, mask: torch.Tensor) -> None:
+        if self.layer is second:
+            raise MemoryError("injected")
+        store_mask(self, mask)
+
+    def failing_copy(self: torch.Tensor, other: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        if self is second.weight:
+            raise MemoryError("injected")
+        return copy_(self, other, *args, **kwargs)
+
+    for call, attribute, failing in (
+        (pruner.prune, "store_mask", failing_store),
+        (pruner.rewind, "copy_", failing_copy),
+    ):
+        owner = TorchParameterHandle if attribute == "store_mask" else torch.Tensor
+        real = getattr(owner, attribute)
+        setattr(owner, attribute, failing)
+        try:
+            with pytest.raises(MemoryError, match="injected"):
+                call()
+        finally:
+            setattr(owner, attribute, real)
+        after = _local_state(model)
+        assert after.keys() == before.keys()
+        for key, value in before.items():
+            assert torch.equal(after[key], value), (attribute, key)
+    assert pruner.rounds == 1
+    pruner.prune()  # and without the failures both go through
+    pruner.rewind()
+    assert pruner.rounds == 2
+    os.write(1, f"rank {rank} ok\n".encode())  # one write: the ranks share the pipe
+
+
 def sharded_model(prune_rounds: int) -> tuple[nn.Module, Pruner]:
     """The model of ``_model`` made prunable, its pruner, then ``fully_shard`` over every
     rank (with one rank: the plain model), pruned ``prune_rounds`` times."""
