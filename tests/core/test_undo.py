@@ -6,17 +6,17 @@ failure had never happened."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from array_api_compat import array_namespace
 
-from lotto_core import ArrayLayer, Gradual, MagnitudePruneGroup, PruneGroup, Pruner, shuffle_masks
+from lotto_core import ArrayLayer, Gradual, MagnitudePruneGroup, PruneGroup, Pruner
 from lotto_core.backend import backend_for
 from lotto_core.undo import Undo, write_masks
 
+from ..failures import pruner_calls
 from .helpers import host
 
 
@@ -82,19 +82,19 @@ def _fail_third(monkeypatch: pytest.MonkeyPatch, layers: list[ArrayLayer], which
     monkeypatch.setattr(layers[2].params[param], which, boom)
 
 
-CALLS: dict[str, tuple[str, Callable[[Pruner, dict[str, Any]], None]]] = {
-    "prune": ("store_mask", lambda pruner, saved: pruner.prune()),
-    "rewind": ("set_value", lambda pruner, saved: pruner.rewind()),
-    "set_rewind_point": ("set_rewind_point", lambda pruner, saved: pruner.set_rewind_point()),
-    "load_state_dict (rewind points)": ("set_rewind_point", lambda pruner, saved: pruner.load_state_dict(saved)),
-    "load_state_dict (masks)": ("store_mask", lambda pruner, saved: pruner.load_state_dict(saved)),
-    "shuffle_masks": ("store_mask", lambda pruner, saved: shuffle_masks(pruner, seed=3)),
+CALLS = {  # the call, by its name in pruner_calls, and the handle method that fails
+    "prune": ("prune", "store_mask"),
+    "rewind": ("rewind", "set_value"),
+    "set_rewind_point": ("set_rewind_point", "set_rewind_point"),
+    "load_state_dict (rewind points)": ("load_state_dict", "set_rewind_point"),
+    "load_state_dict (masks)": ("load_state_dict", "store_mask"),
+    "shuffle_masks": ("shuffle_masks", "store_mask"),
 }
 
 
 @pytest.mark.parametrize("call", list(CALLS))
 def test_a_call_failing_at_the_third_parameter_changes_nothing(xp, device, monkeypatch, call):
-    which, run = CALLS[call]
+    name, which = CALLS[call]
     layers, pruner = _model(xp, device)
     saved = pruner.state_dict()  # the state after one round; then a second round and training
     pruner.prune()
@@ -110,11 +110,11 @@ def test_a_call_failing_at_the_third_parameter_changes_nothing(xp, device, monke
     with monkeypatch.context() as patch:
         _fail_third(patch, layers, which)
         with pytest.raises(MemoryError, match="injected"):
-            run(pruner, saved)
+            pruner_calls(pruner, saved)[name]()
         _assert_same(_state(layers, pruner), before)
 
-    run(pruner, saved)  # the same call, now without the failure, as on an untouched twin
-    run(twin, twin_saved)
+    pruner_calls(pruner, saved)[name]()  # the same call, now without the failure, as on an untouched twin
+    pruner_calls(twin, twin_saved)[name]()
     _assert_same(_state(layers, pruner)[:2], _state(twin_layers, twin)[:2])
     for a, b in zip(_state(layers, pruner)[2:], _state(twin_layers, twin)[2:], strict=True):
         if isinstance(a, tuple):

@@ -15,8 +15,10 @@ import pytest
 from flax import nnx
 
 import lotto_backends.jax.pruner as jax_pruner
-from lotto_backends.jax import MagnitudePruneGroup, Pruner, make_prunable, shuffle_masks
+from lotto_backends.jax import MagnitudePruneGroup, Pruner, make_prunable
 from lotto_backends.jax.layers import JaxParameterHandle
+
+from ..failures import failing, pruner_calls
 
 
 def _model() -> tuple[nnx.Module, Pruner]:
@@ -60,12 +62,7 @@ def _assert_same(a: list[Any], b: list[Any]) -> None:
 
 
 def _failing(method: Callable[..., Any], third: nnx.Module) -> Callable[..., Any]:
-    def fail_on_third(self: JaxParameterHandle, *args: Any) -> Any:
-        if self.owner is third and self.name == "kernel":
-            raise MemoryError("injected")
-        return method(self, *args)
-
-    return fail_on_third
+    return failing(method, lambda handle: handle.owner is third and handle.name == "kernel")
 
 
 @pytest.mark.parametrize(
@@ -87,13 +84,7 @@ def test_a_call_failing_at_the_third_layer_changes_nothing(monkeypatch, call, wh
     _train(model)
     before = _state(model, pruner)
     third = model.layers[4]
-    runs: dict[str, Callable[[], None]] = {
-        "prune": pruner.prune,
-        "rewind": pruner.rewind,
-        "set_rewind_point": pruner.set_rewind_point,
-        "load_state_dict": lambda: pruner.load_state_dict(saved),
-        "shuffle_masks": lambda: shuffle_masks(pruner, seed=1),
-    }
+    runs = pruner_calls(pruner, saved)
     with monkeypatch.context() as patch:
         if where == "zero_pruned":  # the biases and statistics are set by then
 

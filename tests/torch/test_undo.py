@@ -13,8 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from lotto_backends.torch import MagnitudePruneGroup, Pruner, make_prunable, shuffle_masks
+from lotto_backends.torch import MagnitudePruneGroup, Pruner, make_prunable
 from lotto_backends.torch.layers import TorchParameterHandle
+
+from ..failures import failing, pruner_calls
 
 
 def _model() -> tuple[nn.Module, Pruner]:
@@ -59,12 +61,7 @@ def _assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
 
 
 def _failing(method: Callable[..., Any], third: nn.Module) -> Callable[..., Any]:
-    def fail_on_third(self: TorchParameterHandle, *args: Any) -> Any:
-        if self.layer is third and self.name == "weight":
-            raise MemoryError("injected")
-        return method(self, *args)
-
-    return fail_on_third
+    return failing(method, lambda handle: handle.layer is third and handle.name == "weight")
 
 
 @pytest.mark.parametrize(
@@ -90,23 +87,10 @@ def test_a_call_failing_at_the_third_layer_changes_nothing(monkeypatch, call, wh
         for layer in (model[0], model[2], model[4]):
             layer._buffers["weight_rewind"] = layer._buffers["weight_rewind"].double()
     before = _state(model, pruner)
-    runs: dict[str, Callable[[], None]] = {
-        "prune": pruner.prune,
-        "rewind": pruner.rewind,
-        "set_rewind_point": pruner.set_rewind_point,
-        "load_state_dict": lambda: pruner.load_state_dict(saved),
-        "shuffle_masks": lambda: shuffle_masks(pruner, seed=1),
-    }
+    runs = pruner_calls(pruner, saved)
     with monkeypatch.context() as patch:
         if where == "copy_":
-            real = torch.Tensor.copy_
-
-            def copy_(self: torch.Tensor, other: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-                if self is third.weight:
-                    raise MemoryError("injected")
-                return real(self, other, *args, **kwargs)
-
-            patch.setattr(torch.Tensor, "copy_", copy_)
+            patch.setattr(torch.Tensor, "copy_", failing(torch.Tensor.copy_, lambda tensor: tensor is third.weight))
         else:
             patch.setattr(TorchParameterHandle, where, _failing(getattr(TorchParameterHandle, where), third))
         with pytest.raises(MemoryError, match="injected"):
