@@ -275,6 +275,36 @@ def failed_calls_change_nothing(rank: int) -> None:
     os.write(1, f"rank {rank} ok\n".encode())  # one write: the ranks share the pipe
 
 
+def controls_on_shards(rank: int) -> None:
+    """The random controls on FSDP2 shards give the masks they give the whole model:
+    ``shuffle_masks`` of a ticket, and ``random_prune_like`` of a dense model down to the
+    ticket's counts."""
+    from lotto_backends.torch import random_prune_like, shuffle_masks
+
+    def whole_model(rounds: int) -> tuple[nn.Module, Pruner]:
+        whole = make_prunable(_model())
+        pruner = Pruner([MagnitudePruneGroup([whole[0], whole[2]], 0.5)], model=whole)
+        for _ in range(rounds):
+            pruner.prune()
+        return whole, pruner
+
+    whole, whole_pruner = whole_model(1)
+    ticket = full_masks(whole)
+    shuffle_masks(whole_pruner, seed=3)
+    model, pruner = sharded_model(1)
+    shuffle_masks(pruner, seed=3)
+    for got, want in zip(full_masks(model), full_masks(whole), strict=True):
+        assert torch.equal(got, want)
+    whole, whole_pruner = whole_model(0)
+    random_prune_like(whole_pruner, ticket, seed=3)
+    model, pruner = sharded_model(0)
+    random_prune_like(pruner, ticket, seed=3)
+    for got, want, like in zip(full_masks(model), full_masks(whole), ticket, strict=True):
+        assert torch.equal(got, want)
+        assert int(got.sum()) == int(like.sum())
+    os.write(1, f"rank {rank} ok\n".encode())  # one write: the ranks share the pipe
+
+
 def sharded_model(prune_rounds: int) -> tuple[nn.Module, Pruner]:
     """The model of ``_model`` made prunable, its pruner, then ``fully_shard`` over every
     rank (with one rank: the plain model), pruned ``prune_rounds`` times."""

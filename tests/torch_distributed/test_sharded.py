@@ -34,6 +34,10 @@ def test_what_needs_another_order_or_whole_weights_says_so():
     run_ranks(WORKER, "what_cannot_work_is_refused")
 
 
+def test_the_random_controls_on_shards_give_the_whole_models_masks():
+    run_ranks(WORKER, "controls_on_shards")
+
+
 def test_a_failed_prune_or_rewind_changes_no_rank_s_shards():
     run_ranks(WORKER, "failed_calls_change_nothing")
 
