@@ -88,6 +88,7 @@ def reinitialize(
         for path, node in nnx.iter_graph(model)
         if isinstance(node, Mask)
     }
+    values = {}  # every new value first: a failure here changes nothing
     for path, variable in old.items():
         value = new[path].get_value()
         current = variable.get_value()
@@ -95,6 +96,14 @@ def reinitialize(
             value = jax.device_put(value, current.sharding)
         if path in masks:
             value = jnp.where(masks[path], value, jnp.zeros((), value.dtype))
-        variable.set_value(value)
-    if pruner is not None:
-        pruner.set_rewind_point()
+        values[path] = value
+    before = {path: variable.get_value() for path, variable in old.items()}  # immutable: no copies
+    try:
+        for path, variable in old.items():
+            variable.set_value(values[path])
+        if pruner is not None:
+            pruner.set_rewind_point()
+    except BaseException:
+        for path, variable in old.items():
+            variable.set_value(before[path])
+        raise

@@ -87,6 +87,20 @@ def test_nnx_reinitialize_refuses_another_architecture_and_changes_nothing():
     assert all(np.array_equal(a, b) for a, b in zip(_kernels(model), before, strict=True))
 
 
+def test_nnx_reinitialize_failing_at_the_rewind_point_changes_nothing(monkeypatch):
+    model, pruner = _ticket()
+    before = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model))]
+
+    def failing(self: Pruner) -> None:
+        raise MemoryError("injected")
+
+    monkeypatch.setattr(Pruner, "set_rewind_point", failing)
+    with pytest.raises(MemoryError, match="injected"):
+        reinitialize(model, _build, pruner, seed=9)
+    after = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model))]
+    assert all(np.array_equal(a, b) for a, b in zip(after, before, strict=True))
+
+
 def test_nnx_shuffle_and_random_prune_keep_the_tickets_counts():
     model, pruner = _ticket()
     counts = [int(m.sum()) for m in _masks(model)]
