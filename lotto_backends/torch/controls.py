@@ -16,6 +16,7 @@ from torch import nn
 from lotto_core.strategy import Random
 
 from ._masking import remask
+from .layers import PrunableModule
 from .pruner import Pruner
 
 __all__ = ["reinitialize"]
@@ -29,6 +30,19 @@ def _initializer(module: nn.Module) -> Callable[[], None] | None:
         if callable(method):
             return method  # type: ignore[no-any-return]
     return None
+
+
+def _statistics(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's buffers but Lotto's masks and rewind points (those an initializer
+    writes: BatchNorm's running statistics)."""
+    ours = {
+        f"{prefix}.{key}" if prefix else key
+        for prefix, layer in model.named_modules()
+        if isinstance(layer, PrunableModule)
+        for key in layer._buffers
+        if key.endswith(("_mask", "_rewind"))
+    }
+    return {name: b for name, b in model.named_buffers() if name not in ours}
 
 
 def reinitialize(
@@ -52,8 +66,9 @@ def reinitialize(
     TypeError, ValueError
         If ``model`` is not a module, ``seed`` not a non-negative int, or, without
         ``init``, a module with parameters of its own has no ``reset_parameters``
-        (named); or if the initializers left a parameter unwritten (named: the model is
-        restored). Nothing changes then.
+        (named); or if the initializers left a parameter unwritten (named). Nothing
+        changes then: on any failure part-way (an initializer, the rewind point) every
+        parameter and statistic is put back.
 
     Examples
     --------
@@ -89,20 +104,25 @@ def reinitialize(
         )
     params = dict(model.named_parameters())
     versions = {name: p._version for name, p in params.items()}
-    saved = {name: p.detach().clone() for name, p in params.items()}
+    tensors = {**params, **_statistics(model)}  # what the initializers may write
+    saved = {name: t.detach().clone() for name, t in tensors.items()}
     devices = sorted({p.device.index or 0 for p in params.values() if p.device.type == "cuda"})
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        torch.manual_seed(seed)
-        for call in calls:
-            call()
-        unwritten = [name for name, p in params.items() if p._version == versions[name]]
-        if unwritten:
-            for name, p in params.items():
-                p.copy_(saved[name])
-            raise ValueError(
-                f"the initializers left {', '.join(unwritten)} as they were; the model is restored (pass init= "
-                "that draws every parameter: lotto_backends.torch.hf.init_weights(model) for a transformers model)"
-            )
-    remask(model)
-    if pruner is not None:
-        pruner.set_rewind_point()
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(seed)
+            for call in calls:
+                call()
+            unwritten = [name for name, p in params.items() if p._version == versions[name]]
+            if unwritten:
+                raise ValueError(
+                    f"the initializers left {', '.join(unwritten)} as they were; the model is restored (pass init= "
+                    "that draws every parameter: lotto_backends.torch.hf.init_weights(model) for a transformers model)"
+                )
+        remask(model)
+        if pruner is not None:
+            pruner.set_rewind_point()
+    except BaseException:  # an initializer or the rewind point failed: put every tensor back
+        with torch.no_grad():
+            for name, t in tensors.items():
+                t.copy_(saved[name])
+        raise

@@ -95,6 +95,28 @@ def test_a_module_without_an_initializer_is_named_and_nothing_changes():
     assert not torch.equal(model.scale, before["scale"])
 
 
+@pytest.mark.parametrize("where", ["initializer", "rewind point"])
+def test_a_reinitialize_failing_part_way_changes_nothing(monkeypatch, where):
+    model, pruner = _ticket()
+    with torch.no_grad():
+        model[1].running_mean.add_(2.0)  # statistics that reset_parameters() would reset
+    before = copy.deepcopy(model.state_dict())
+    calls = []
+
+    def init(module: nn.Module) -> None:
+        calls.append(module)
+        if where == "initializer" and len(calls) == 2:
+            raise MemoryError("injected")
+        module.reset_parameters()  # type: ignore[operator]
+
+    if where == "rewind point":
+        monkeypatch.setattr(Pruner, "set_rewind_point", lambda self: (_ for _ in ()).throw(MemoryError("injected")))
+    with pytest.raises(MemoryError, match="injected"):
+        reinitialize(model, pruner, seed=0, init=init)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
 @pytest.mark.parametrize(("kwargs", "error"), [({"seed": -1}, ValueError), ({"seed": 0, "init": 3}, TypeError)])
 def test_bad_arguments_are_named(kwargs, error):
     model, _ = _ticket()
