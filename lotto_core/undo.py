@@ -125,9 +125,11 @@ def write_masks(undo: Undo, writes: Sequence[Write], *, kept_all: Sequence[bool 
     arrays (``Backend.write``). ``kept_all``: per write, whether the old mask keeps every
     entry, where the selection counted (else each is checked)."""
     by_backend: dict[str, tuple[Backend, list[Write]]] = {}
+    unkept = False  # whether a weight is zeroed in place with no copy kept
     for i, (handle, mask, value) in enumerate(writes):
         backend = backend_for(mask)
         staged = isinstance(handle, StoresMask) and value is None and backend.in_place
+        unkept |= staged
         undo.keep(handle, mask=True, value=not staged, kept_all=kept_all[i] if i < len(kept_all) else None)
         by_backend.setdefault(backend.name, (backend, []))[1].append((handle, mask, value))
     for _, group in by_backend.values():
@@ -139,8 +141,9 @@ def write_masks(undo: Undo, writes: Sequence[Write], *, kept_all: Sequence[bool 
         for backend, group in by_backend.values():
             backend.write(group)
     except BaseException as error:
-        error.add_note(
-            "the masks were put back, but the weights zeroed in place before the failure could not be: "
-            "rewind, or reload the model"
-        )
+        if unkept:
+            error.add_note(
+                "the masks were put back, but the weights zeroed in place before the failure could not be: "
+                "rewind, or reload the model"
+            )
         raise

@@ -169,23 +169,20 @@ class Pruner(lotto_core.Pruner):
         can fail: they need no copy in ``undo``. A tensor copied on its own (its rewind
         point on another device or of another dtype, a DTensor) and the other handles
         are kept there first."""
-        tensors: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, TorchParameterHandle | None]] = {}
-        handle_of: dict[int, ParameterHandle] = {}
+        tensors: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, ParameterHandle]] = {}
         rest: list[ParameterHandle] = []
         for handle in handles:
             if isinstance(handle, TorchParameterHandle):
                 param = handle.parameter
                 tensors.setdefault(id(param), (param, handle.get_rewind_point(), handle.get_mask(), handle))
-                handle_of.setdefault(id(param), handle)
             elif isinstance(handle, _TensorHandle):
-                tensors.setdefault(id(handle.tensor), (handle.tensor, handle.point, None, None))
-                handle_of.setdefault(id(handle.tensor), handle)
+                tensors.setdefault(id(handle.tensor), (handle.tensor, handle.point, None, handle))
             else:
                 rest.append(handle)
         fused = _fusable([entry for entry in tensors.values() if entry[2] is not None])
         batches: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         alone: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for ident, (target, point, _, _) in tensors.items():
+        for ident, (target, point, _, handle) in tensors.items():
             if ident in fused:
                 continue
             if point.device == target.device and point.dtype == target.dtype and not is_dtensor(target):
@@ -193,7 +190,7 @@ class Pruner(lotto_core.Pruner):
                 batch[0].append(target)
                 batch[1].append(point)
             else:
-                undo.keep(handle_of[ident], value=True)
+                undo.keep(handle, value=True)
                 alone.append((target, point))
         for target, point in alone:
             with torch.no_grad():
@@ -203,7 +200,7 @@ class Pruner(lotto_core.Pruner):
             for targets, points in batches.values():
                 torch._foreach_copy_(targets, points)
         for ident, (target, _, mask, owner) in tensors.items():
-            if mask is not None and owner is not None:
+            if mask is not None and isinstance(owner, TorchParameterHandle):
                 if ident not in fused:
                     zero_pruned(target, mask)
                 mark_clean(owner.layer, owner.name, target)
@@ -219,7 +216,7 @@ class Pruner(lotto_core.Pruner):
 
 
 def _fusable(
-    entries: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, TorchParameterHandle | None]],
+    entries: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, ParameterHandle]],
 ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor]]:
     """The masked CPU parameters that one fused pass of the host kernels rewinds (rather
     than a copy and then a zeroing pass), by id: the views of their rewind points, masks

@@ -98,3 +98,30 @@ def test_a_call_failing_at_the_third_layer_changes_nothing(monkeypatch, call, wh
             runs[call]()
         _assert_same(_state(model, pruner), before)
     runs[call]()
+
+
+def test_a_failed_zeroing_of_jax_weights_is_undone_whole_and_claims_no_loss(monkeypatch):
+    """JAX weights are kept as they are, so a failure while the backend writes them is
+    undone entirely, with no note about weights that could not be put back."""
+    from lotto_backends.jax._backend import JaxBackend
+    from lotto_core import ArrayLayer
+    from lotto_core.undo import Undo, write_masks
+
+    layers = [ArrayLayer({"w": jnp.arange(1.0, 7.0)}) for _ in range(3)]
+    before = [np.asarray(layer["w"]) for layer in layers]
+
+    def failing(self: JaxBackend, writes: Any) -> None:
+        raise MemoryError("injected")
+
+    monkeypatch.setattr(JaxBackend, "write", failing)
+
+    def call() -> None:
+        with Undo() as undo:
+            write_masks(undo, [(layer.params["w"], jnp.arange(6) > 2, None) for layer in layers])
+
+    with pytest.raises(MemoryError) as caught:
+        call()
+    assert not getattr(caught.value, "__notes__", [])
+    for layer, w in zip(layers, before, strict=True):
+        assert bool(layer.params["w"].mask.all())
+        np.testing.assert_array_equal(np.asarray(layer["w"]), w)
