@@ -9,15 +9,29 @@ from collections.abc import Callable
 from typing import Any
 
 
-def best_time(fn: Callable[[], Any], *, repeat: int, setup: Callable[[], Any] | None = None) -> float:
-    """Smallest wall time of ``repeat`` calls of ``fn`` (``setup`` runs untimed before each)."""
+def synchronize(device: str) -> None:
+    """Wait for the work queued on ``device``: CUDA runs asynchronously, so a wall-clock
+    time covers the kernels only once the host has waited for them."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def best_time(
+    fn: Callable[[], Any], *, repeat: int, setup: Callable[[], Any] | None = None, device: str = "cpu"
+) -> float:
+    """Smallest wall time of ``repeat`` calls of ``fn`` (``setup`` runs untimed before
+    each), waiting for ``device`` before and after each call."""
     best = float("inf")
     for _ in range(repeat):
         if setup is not None:
             setup()
         gc.collect()
+        synchronize(device)
         start = time.perf_counter()
         fn()
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best
 

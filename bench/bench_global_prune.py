@@ -1,4 +1,5 @@
-"""Global magnitude pruning of 8 weights of 2048x2048 (33.5M values) at p=0.2 on CPU.
+"""Global magnitude pruning of 8 weights of 2048x2048 (33.5M values) at p=0.2 on CPU
+(or on ``--device cuda``).
 
 Lotto's core (through ``ArrayLayer`` over plain torch tensors, and through the torch
 adapter's ``PrunableLinear`` layers) against
@@ -17,7 +18,9 @@ from numba's cache; a warm-up call pays that before timing).
 Times are the best of ``--repeat`` runs. Peak memory is measured in a fresh subprocess
 per method, after a prune of a small group (so that importing numba and loading the
 kernels are not counted), with large buffers mmapped (``MALLOC_MMAP_THRESHOLD_``) so
-that the resident high-water mark is the real peak.
+that the resident high-water mark is the real peak. On CUDA the search runs the Array
+API passes on the device, times wait for its queue, and the peak is the allocator's
+high-water mark above what was allocated before the prune.
 
 Run: ``nox -s bench`` or ``python bench/bench_global_prune.py``.
 """
@@ -32,15 +35,15 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.utils.prune as torch_prune
-from _measure import best_time, peak_extra_bytes
+from _measure import best_time, peak_extra_bytes, synchronize
 
 from lotto_backends.torch import PrunableLinear
 from lotto_core import ArrayLayer, MagnitudePruneGroup
 
 
-def make_weights(layers: int, size: int) -> list[torch.Tensor]:
+def make_weights(layers: int, size: int, device: str = "cpu") -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    return [torch.randn(size, size, generator=gen) for _ in range(layers)]
+    return [torch.randn(size, size, generator=gen).to(device) for _ in range(layers)]
 
 
 def lotto_method(weights: list[torch.Tensor], p: float) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -64,7 +67,7 @@ def torch_method(weights: list[torch.Tensor], p: float) -> tuple[Callable[[], No
     def setup() -> None:
         modules.clear()
         for w in weights:
-            m = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+            m = torch.nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device)
             with torch.no_grad():
                 m.weight.copy_(w)
             modules.append(m)
@@ -84,7 +87,7 @@ def layers_method(weights: list[torch.Tensor], p: float) -> tuple[Callable[[], N
     def setup() -> None:
         layers.clear()
         for w in weights:
-            layer = PrunableLinear(w.shape[1], w.shape[0], bias=False)
+            layer = PrunableLinear(w.shape[1], w.shape[0], bias=False, device=w.device)
             layer.parameter_handles()["weight"].set_value(w)
             layers.append(layer)
 
@@ -95,6 +98,24 @@ def layers_method(weights: list[torch.Tensor], p: float) -> tuple[Callable[[], N
 
 
 METHODS = {"lotto": lotto_method, "layers": layers_method, "torch": torch_method}
+
+
+def cuda_peak_extra_bytes(method: str, weights: list[torch.Tensor], args: argparse.Namespace) -> int:
+    """Peak device memory that one prune allocates above what its setup left allocated."""
+    setup, prune = METHODS[method](weights, args.p)
+    setup()
+    synchronize(args.device)
+    before = torch.cuda.memory_allocated(args.device)
+    torch.cuda.reset_peak_memory_stats(args.device)
+    prune()
+    synchronize(args.device)
+    return torch.cuda.max_memory_allocated(args.device) - before
+
+
+def memory(method: str, weights: list[torch.Tensor], args: argparse.Namespace) -> int:
+    if args.device.startswith("cuda"):
+        return cuda_peak_extra_bytes(method, weights, args)
+    return memory_in_subprocess(method, args)
 
 
 def memory_in_subprocess(method: str, args: argparse.Namespace) -> int:
@@ -110,6 +131,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--p", type=float, default=0.2)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--device", default="cpu", help="where the weights live: cpu, or cuda on a GPU machine")
     parser.add_argument("--measure-memory", choices=sorted(METHODS), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -122,12 +144,12 @@ def main() -> int:
         setup()
         print(peak_extra_bytes(prune))
         return 0
-    weights = make_weights(args.layers, args.size)
+    weights = make_weights(args.layers, args.size, args.device)
 
     weight_bytes = sum(w.numel() * w.element_size() for w in weights)
     print(
         f"{args.layers} weights of {args.size}x{args.size} float32 ({weight_bytes / 1e6:.0f} MB), p={args.p}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, best of {args.repeat}"
+        f"on {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, best of {args.repeat}"
     )
 
     def elementwise() -> None:
@@ -146,15 +168,15 @@ def main() -> int:
     for warm_up_setup, warm_up in ((lotto_setup, lotto_prune), (layers_setup, layers_prune)):
         warm_up_setup()
         warm_up()
-    t_alloc = best_time(elementwise, repeat=args.repeat)
-    t_into = best_time(elementwise_into_buffers, repeat=args.repeat)
+    t_alloc = best_time(elementwise, repeat=args.repeat, device=args.device)
+    t_into = best_time(elementwise_into_buffers, repeat=args.repeat, device=args.device)
     t_pass = min(t_alloc, t_into)
-    t_lotto = best_time(lotto_prune, repeat=args.repeat, setup=lotto_setup)
-    t_layers = best_time(layers_prune, repeat=args.repeat, setup=layers_setup)
-    t_torch = best_time(torch_prune_all, repeat=max(1, args.repeat // 3), setup=torch_setup)
-    mem_lotto = memory_in_subprocess("lotto", args)
-    mem_torch = memory_in_subprocess("torch", args)
-    mem_layers = memory_in_subprocess("layers", args)
+    t_lotto = best_time(lotto_prune, repeat=args.repeat, setup=lotto_setup, device=args.device)
+    t_layers = best_time(layers_prune, repeat=args.repeat, setup=layers_setup, device=args.device)
+    t_torch = best_time(torch_prune_all, repeat=max(1, args.repeat // 3), setup=torch_setup, device=args.device)
+    mem_lotto = memory("lotto", weights, args)
+    mem_torch = memory("torch", weights, args)
+    mem_layers = memory("layers", weights, args)
 
     print(f"elementwise pass (w.abs().sum()): {t_alloc * 1e3:8.1f} ms")
     print(f"  ... into a reused buffer:       {t_into * 1e3:8.1f} ms   (the pass below: the faster one)")

@@ -17,6 +17,7 @@ import sys
 import time
 
 import torch
+from _measure import synchronize
 from torch import nn
 from torch._dynamo.utils import counters
 
@@ -35,14 +36,15 @@ def main() -> int:
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--device", default="cpu", help="where the models run: cpu, or cuda on a GPU machine")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    prunable = make_prunable(mlp(args.depth, args.width))
+    prunable = make_prunable(mlp(args.depth, args.width)).to(args.device)
     layers = [m for m in prunable if isinstance(m, PrunableModule)]
     Pruner([MagnitudePruneGroup(layers, 0.5)], model=prunable).prune()
-    plain = mlp(args.depth, args.width)
+    plain = mlp(args.depth, args.width).to(args.device)
     plain.load_state_dict(prunable.state_dict(), strict=False)
 
     graphs = {}
@@ -51,20 +53,22 @@ def main() -> int:
         torch._dynamo.reset()
         counters.clear()
         compiled[name] = torch.compile(model)
-        compiled[name](torch.randn(2, args.width)).sum().backward()  # compile now, count its graphs
+        compiled[name](torch.randn(2, args.width, device=args.device)).sum().backward()  # compile now, count its graphs
         graphs[name] = (counters["stats"]["unique_graphs"], len(counters["graph_break"]))
     optimizers = {"plain nn.Linear": plain, "lotto PrunableLinear": prunable}
     opts = {name: torch.optim.Adam(m.parameters(), lr=1e-4) for name, m in optimizers.items()}
-    x = torch.randn(args.batch, args.width)
-    target = torch.randn(args.batch, args.width)
+    x = torch.randn(args.batch, args.width, device=args.device)
+    target = torch.randn(args.batch, args.width, device=args.device)
     times: dict[str, list[float]] = {name: [] for name in compiled}
 
     def step(name: str) -> float:
+        synchronize(args.device)
         start = time.perf_counter()
         loss = nn.functional.mse_loss(compiled[name](x), target)
         opts[name].zero_grad(set_to_none=True)
         loss.backward()
         opts[name].step()
+        synchronize(args.device)
         return time.perf_counter() - start
 
     for name in compiled:  # warm-up at the measured batch size
@@ -77,7 +81,7 @@ def main() -> int:
 
     print(
         f"torch.compile (inductor), MLP of {args.depth} layers {args.width}x{args.width} at 50% sparsity, "
-        f"batch {args.batch}, Adam, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"batch {args.batch}, Adam, on {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"median of {args.steps} steps"
     )
     median = {name: statistics.median(ts) for name, ts in times.items()}

@@ -20,6 +20,7 @@ import time
 
 import torch
 import torch.nn.utils.prune as torch_prune
+from _measure import synchronize
 from torch import nn
 
 from lotto_backends.torch import MagnitudePruneGroup, PrunableLinear, PrunableModule, Pruner, mask_gradients
@@ -37,18 +38,19 @@ def main() -> int:
     parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--device", default="cpu", help="where the models run: cpu, or cuda on a GPU machine")
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    prunable = mlp(PrunableLinear, args.depth, args.width)
+    prunable = mlp(PrunableLinear, args.depth, args.width).to(args.device)
     layers = [m for m in prunable if isinstance(m, PrunableModule)]
     Pruner([MagnitudePruneGroup(layers, 0.5)], model=prunable).prune()
     masked_grads = copy.deepcopy(prunable)
     mask_gradients(masked_grads)
-    plain = mlp(nn.Linear, args.depth, args.width)
+    plain = mlp(nn.Linear, args.depth, args.width).to(args.device)
     plain.load_state_dict(prunable.state_dict(), strict=False)
-    reparam = mlp(nn.Linear, args.depth, args.width)
+    reparam = mlp(nn.Linear, args.depth, args.width).to(args.device)
     reparam.load_state_dict(prunable.state_dict(), strict=False)
     for mod, ours in zip(reparam, prunable, strict=True):
         if isinstance(ours, PrunableModule):
@@ -61,17 +63,19 @@ def main() -> int:
         "torch.nn.utils.prune": reparam,
     }
     optimizers = {name: torch.optim.Adam(m.parameters(), lr=1e-4) for name, m in models.items()}
-    x = torch.randn(args.batch, args.width)
-    target = torch.randn(args.batch, args.width)
+    x = torch.randn(args.batch, args.width, device=args.device)
+    target = torch.randn(args.batch, args.width, device=args.device)
     times: dict[str, list[float]] = {name: [] for name in models}
 
     def step(name: str) -> float:
         model, opt = models[name], optimizers[name]
+        synchronize(args.device)
         start = time.perf_counter()
         loss = nn.functional.mse_loss(model(x), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        synchronize(args.device)
         return time.perf_counter() - start
 
     for name in models:  # warm-up
@@ -88,7 +92,7 @@ def main() -> int:
 
     print(
         f"MLP of {args.depth} layers {args.width}x{args.width} at 50% sparsity, batch {args.batch}, Adam, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.steps} steps"
+        f"on {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.steps} steps"
     )
     median = {name: statistics.median(ts) for name, ts in times.items()}
     for name, t in median.items():

@@ -66,11 +66,16 @@ class Backend:
         return isinstance(x, np.ndarray) or str(device(x)).endswith("CPU_DEVICE")
 
     def to_host(self, x: Array) -> np.ndarray:
-        """``x`` read into NumPy, copied to the host first if it lives elsewhere
-        (``to_device``, then DLPack)."""
-        if not self.is_host(x):
-            x = x.to_device(array_namespace(x).__array_namespace_info__().default_device())
-        return np.from_dlpack(x)
+        """``x`` read into NumPy through DLPack; from another device, the array's library
+        copies it to the host first (DLPack 1.0, asked by NumPy 2.1's ``device="cpu"``;
+        ``np.asarray`` with older NumPy). The namespace's default device is no help: on
+        a GPU machine it is the GPU."""
+        if self.is_host(x):
+            return np.from_dlpack(x)
+        try:
+            return np.from_dlpack(x, device="cpu")
+        except TypeError:  # NumPy before 2.1 takes no device
+            return np.asarray(x)
 
     def keeps_all(self, mask: Array) -> bool:
         """Whether ``mask`` keeps every entry (an undo then holds no copy of it)."""

@@ -82,5 +82,6 @@ def device(backend: Backend, xp: Any) -> Any:
     if backend is Backend.TORCH:
         import torch
 
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        # an index, as on the tensors made there: torch.device("cuda") != torch.device("cuda:0")
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     return "cpu"

@@ -38,6 +38,8 @@ def _csr(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     parts = csr_components(weight.detach(), mask)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+        # torch 2.11 warns that checks are off even though check_invariants=True runs them here
+        warnings.filterwarnings("ignore", "Sparse invariant checks are implicitly disabled", UserWarning)
         return torch.sparse_csr_tensor(parts.indptr, parts.indices, parts.data, size=parts.shape, check_invariants=True)
 
 

@@ -340,9 +340,18 @@ def test_orbax_saves_the_model_and_pruner_and_resumes_bit_identically(tmp_path):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def test_rewind_points_can_live_on_another_device():
+def _another_device() -> jax.Device:
+    """A device besides the default one: the host's CPU where an accelerator is the
+    default (the reason to move rewind points), else the session's second host device."""
     devices = jax.devices()
+    if devices[0].platform != "cpu":
+        return jax.devices("cpu")[0]
     assert len(devices) >= 2, "the JAX session runs with two host devices"
+    return devices[1]
+
+
+def test_rewind_points_can_live_on_another_device():
+    devices = [jax.devices()[0], _another_device()]
     layer = PrunableLinear(6, 4, rngs=nnx.Rngs(0)).set_rewind_device(devices[1])
     start = np.asarray(layer.kernel[...])
     assert layer.kernel_rewind.get_value().devices() == {devices[1]}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -31,11 +32,16 @@ PATHS = ["host", "xla"]
 
 
 @pytest.fixture(params=PATHS)
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which search runs: ``xla`` hides numba, so the jit-compiled passes do."""
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Which search runs: ``host`` makes the test's arrays on a CPU device (the host
+    kernels' domain, also where an accelerator is the default); ``xla`` hides numba, so
+    the jit-compiled passes do."""
     if request.param == "xla":
         monkeypatch.setattr(pool, "kernels", lambda: None)
-    return str(request.param)
+        yield "xla"
+        return
+    with jax.default_device(jax.devices("cpu")[0]):
+        yield "host"
 
 
 def plan_cuts(sources: list, masks: list, p: float, values: bool = False) -> list[Cut]:

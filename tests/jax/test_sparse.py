@@ -73,9 +73,9 @@ def test_kept_zeros_are_stored_and_to_scipy_follows_the_core() -> None:
     kept = np.argwhere(np.asarray(mask))[0]
     layer.kernel.set_value(layer.kernel.get_value().at[tuple(kept)].set(0.0))
     assert sparsify(layer).kernel.get_raw_value().nse == int(mask.sum())
-    matrices = to_scipy(nnx.Sequential(layer))
+    matrices = to_scipy(nnx.Sequential(layer), allow_device_copy=True)  # the layer may be on a GPU
     assert list(matrices) == ["layers.0.kernel"]
-    expected = weight_to_scipy(layer.kernel.get_value(), mask)
+    expected = weight_to_scipy(layer.kernel.get_value(), mask, allow_device_copy=True)
     got = matrices["layers.0.kernel"]
     assert isinstance(got, scipy.sparse.csr_array)
     assert got.nnz == int(mask.sum())
