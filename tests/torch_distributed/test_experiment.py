@@ -1,5 +1,6 @@
 """``lotto`` data-parallel under torchrun on two gloo processes: the results of one
-process for the same global batches and seed, up to the order of the gradient sums."""
+process for the same global batches and seed, up to the order of the gradient sums (the
+instability analysis's copies included)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tests.experiment.helpers import run_lotto
 
 from .helpers import ROOT
 
-OPTIONS = ["--dataset", "digits", "--epochs", "2", "--rounds", "2", "--schedule", "gradual"]
+OPTIONS = ["--dataset", "digits", "--epochs", "2", "--rounds", "2", "--schedule", "gradual", "--instability"]
 LOSS_TOLERANCE = 1e-5
 ACCURACY_TOLERANCE = 0.01
 """The ranks add their gradients in another order than one process: the losses agree
@@ -52,6 +53,13 @@ def test_two_ranks_give_the_results_of_one_process(tmp_path):
                 assert two[run][figure] == pytest.approx(one[run][figure], abs=LOSS_TOLERANCE)
             for figure in ("es_test_accuracy", "final_test_accuracy"):
                 assert two[run][figure] == pytest.approx(one[run][figure], abs=ACCURACY_TOLERANCE)
+        # the instability analysis trains its two copies data-parallel too: the same test errors
+        assert two["instability"].keys() == one["instability"].keys() == {"0"}
+        for point, analysis in one["instability"].items():
+            got = two["instability"][point]
+            assert got["alphas"] == analysis["alphas"]
+            assert got["values"] == pytest.approx(analysis["values"], abs=ACCURACY_TOLERANCE)
+            assert got["barrier"] == pytest.approx(analysis["barrier"], abs=2 * ACCURACY_TOLERANCE)
 
 
 def test_a_data_parallel_run_needs_the_torch_backend(tmp_path, monkeypatch, capsys):
