@@ -190,8 +190,8 @@ class _Search:
             margin = STD_MARGIN * math.sqrt(n * self.q * (1.0 - self.q)) + 2.0
             i_lo, i_hi = math.floor(centre - margin), math.ceil(centre + margin)
             # one partition at both ranks: 2-10x faster than one per rank (NumPy 2.4), a sort 6x slower
-            ranks = [i for i in (i_lo, i_hi) if 0 <= i < n]
-            part = np.partition(sample, ranks) if ranks else sample
+            kth = [i for i in (i_lo, i_hi) if 0 <= i < n]
+            part = np.partition(sample, kth) if kth else sample
             lo = int(part[i_lo]) if i_lo >= 0 else -self.fmt.inf
             hi = int(part[i_hi]) if i_hi < n else self.fmt.inf
             if self.split(self.passes, lo, hi):
