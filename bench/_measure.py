@@ -18,22 +18,34 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
+Case = tuple[Callable[[], Any], Callable[[], Any] | None]
+"""``(fn, setup)``: what is timed, and what runs untimed before each call (or ``None``)."""
+
+
+def best_times(cases: dict[str, Case], *, repeat: int, device: str = "cpu") -> dict[str, float]:
+    """Smallest wall time of ``repeat`` calls of each case, the cases taking turns (so
+    that a slow spell of a shared machine, or of its allocator, falls on all of them,
+    not on one case's calls), waiting for ``device`` before and after each call."""
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(repeat):
+        for name, (fn, setup) in cases.items():
+            if setup is not None:
+                setup()
+            gc.collect()
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
 def best_time(
     fn: Callable[[], Any], *, repeat: int, setup: Callable[[], Any] | None = None, device: str = "cpu"
 ) -> float:
     """Smallest wall time of ``repeat`` calls of ``fn`` (``setup`` runs untimed before
     each), waiting for ``device`` before and after each call."""
-    best = float("inf")
-    for _ in range(repeat):
-        if setup is not None:
-            setup()
-        gc.collect()
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_times({"fn": (fn, setup)}, repeat=repeat, device=device)["fn"]
 
 
 def _status_kib(field: str) -> int:

@@ -15,7 +15,8 @@ The core runs the torch backend for torch tensors, so both Lotto figures use its
 numba kernels (the first call compiles them, or loads them
 from numba's cache; a warm-up call pays that before timing).
 
-Times are the best of ``--repeat`` runs. Peak memory is measured in a fresh subprocess
+Times are the best of ``--repeat`` runs, the pass and Lotto's two prunes taking turns
+(a slow spell of the shared machine then falls on all of them). Peak memory is measured in a fresh subprocess
 per method, after a prune of a small group (so that importing numba and loading the
 kernels are not counted), with large buffers mmapped (``MALLOC_MMAP_THRESHOLD_``) so
 that the resident high-water mark is the real peak. On CUDA the search runs the Array
@@ -35,7 +36,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.utils.prune as torch_prune
-from _measure import best_time, peak_extra_bytes, synchronize
+from _measure import best_time, best_times, peak_extra_bytes, synchronize
 
 from lotto_backends.torch import PrunableLinear
 from lotto_core import ArrayLayer, MagnitudePruneGroup
@@ -168,11 +169,15 @@ def main() -> int:
     for warm_up_setup, warm_up in ((lotto_setup, lotto_prune), (layers_setup, layers_prune)):
         warm_up_setup()
         warm_up()
-    t_alloc = best_time(elementwise, repeat=args.repeat, device=args.device)
-    t_into = best_time(elementwise_into_buffers, repeat=args.repeat, device=args.device)
+    cases = {
+        "alloc": (elementwise, None),
+        "into": (elementwise_into_buffers, None),
+        "lotto": (lotto_prune, lotto_setup),
+        "layers": (layers_prune, layers_setup),
+    }
+    best = best_times(cases, repeat=args.repeat, device=args.device)
+    t_alloc, t_into, t_lotto, t_layers = best["alloc"], best["into"], best["lotto"], best["layers"]
     t_pass = min(t_alloc, t_into)
-    t_lotto = best_time(lotto_prune, repeat=args.repeat, setup=lotto_setup, device=args.device)
-    t_layers = best_time(layers_prune, repeat=args.repeat, setup=layers_setup, device=args.device)
     t_torch = best_time(torch_prune_all, repeat=max(1, args.repeat // 3), setup=torch_setup, device=args.device)
     mem_lotto = memory("lotto", weights, args)
     mem_torch = memory("torch", weights, args)
