@@ -50,6 +50,7 @@ from .instability import instability
 from .layers import (
     PRUNABLE_TYPES,
     JaxParameterHandle,
+    KeptElsewhere,
     Mask,
     PrunableBatchNorm,
     PrunableConv,
@@ -86,6 +87,7 @@ __all__ = [
     "Gradual",
     "Instability",
     "JaxParameterHandle",
+    "KeptElsewhere",
     "LayerwiseMagnitudePruneGroup",
     "Magnitude",
     "MagnitudePruneGroup",

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["Mask", "RewindPoint", "mask_gradient", "masked_weights"]
+__all__ = ["KeptElsewhere", "Mask", "RewindPoint", "mask_gradient", "masked_weights"]
 
 
 class Mask(nnx.Variable[jax.Array]):
@@ -33,8 +33,35 @@ class Mask(nnx.Variable[jax.Array]):
     ``wrt=nnx.Param`` never see it."""
 
 
-class RewindPoint(nnx.Variable[jax.Array]):
-    """The value a parameter returns to on rewind. Not a ``nnx.Param``."""
+class RewindPoint(nnx.Variable[Any]):
+    """The value a parameter returns to on rewind: a JAX array beside the weight, or a
+    :class:`KeptElsewhere` after ``set_rewind_device``. Not a ``nnx.Param``."""
+
+
+@jax.tree_util.register_pytree_node_class
+class KeptElsewhere:
+    """A rewind point kept on another device than its weight (``set_rewind_device``),
+    in ``array``. A pytree with no leaves: ``nnx.jit`` or ``jax.jit`` over the model
+    neither takes it as an argument nor moves it (an argument committed to another
+    device would make a jitted training step run there, or fail with incompatible
+    devices), and ``nnx.state`` holds no array for it. Compared by identity, so a
+    jitted step compiles again only when the point is replaced (``set_rewind_point``)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: jax.Array) -> None:
+        self.array = array
+
+    def tree_flatten(self) -> tuple[tuple[()], KeptElsewhere]:
+        return (), self
+
+    @classmethod
+    def tree_unflatten(cls, kept: KeptElsewhere, _children: Any) -> KeptElsewhere:
+        return kept
+
+    def __repr__(self) -> str:
+        devices = ", ".join(sorted(str(d) for d in self.array.devices()))
+        return f"KeptElsewhere({self.array.dtype}{list(self.array.shape)} on {devices})"
 
 
 @jax.custom_vjp

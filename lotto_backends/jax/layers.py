@@ -42,12 +42,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ._masking import Mask, RewindPoint, masked_weights
+from ._masking import KeptElsewhere, Mask, RewindPoint, masked_weights
 from ._tree import check_mask, is_concrete
 
 __all__ = [
     "PRUNABLE_TYPES",
     "JaxParameterHandle",
+    "KeptElsewhere",
     "Mask",
     "PrunableBatchNorm",
     "PrunableConv",
@@ -127,13 +128,17 @@ class JaxParameterHandle:
 
     def get_rewind_point(self) -> jax.Array:
         point: RewindPoint = getattr(self.owner, self.name + "_rewind")
-        return point.get_value()
+        value = point.get_value()
+        return value.array if isinstance(value, KeptElsewhere) else value
 
     def set_rewind_point(self, value: jax.Array) -> None:
         """Store ``value`` as the rewind point, where the rewind point lives (host memory
         after ``set_rewind_device``)."""
         point: RewindPoint = getattr(self.owner, self.name + "_rewind")
         old = point.get_value()
+        if isinstance(old, KeptElsewhere):
+            point.set_value(KeptElsewhere(jax.device_put(value, old.array.sharding)))
+            return
         if is_concrete(old) and is_concrete(value) and old.sharding != value.sharding:
             value = jax.device_put(value, old.sharding)
         point.set_value(value)
@@ -196,11 +201,19 @@ class PrunableModule(nnx.Module):
         """Keep this layer's rewind points on ``device`` (``jax.devices("cpu")[0]`` for a
         model on an accelerator: one rewind copy per weight in host memory instead of
         device memory); ``None`` puts them back beside their weights. Rewinding moves
-        them to the weight's devices for the copy only. Returns the layer."""
-        for _, owner, name in _parameters(self):
-            point: RewindPoint = getattr(owner, name + "_rewind")
-            where = getattr(owner, name).get_value().sharding if device is None else device
-            point.set_value(jax.device_put(point.get_value(), where))
+        them to the weight's devices for the copy only. Returns the layer.
+
+        A point kept on a device is held in a :class:`KeptElsewhere`, which jitted
+        functions of the model do not see: a training step under ``nnx.jit`` runs where
+        the weights are and leaves the points where they are. Nor does ``nnx.state``:
+        put the points back (``None``) before saving them in a checkpoint."""
+        for handle in self.parameter_handles().values():
+            point: RewindPoint = getattr(handle.owner, handle.name + "_rewind")
+            current = handle.get_rewind_point()
+            if device is None:
+                point.set_value(jax.device_put(current, handle.get_value().sharding))
+            else:
+                point.set_value(KeptElsewhere(jax.device_put(current, device)))
         return self
 
     def parameter_handles(self) -> Mapping[str, JaxParameterHandle]:

@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 from lotto_backends.jax import (
+    KeptElsewhere,
     MagnitudePruneGroup,
     Optimizer,
     PrunableLinear,
@@ -350,20 +351,70 @@ def _another_device() -> jax.Device:
     return devices[1]
 
 
+def _rewind_devices(layer: nnx.Module, name: str = "kernel") -> set[jax.Device]:
+    return layer.parameter_handles()[name].get_rewind_point().devices()
+
+
 def test_rewind_points_can_live_on_another_device():
     devices = [jax.devices()[0], _another_device()]
     layer = PrunableLinear(6, 4, rngs=nnx.Rngs(0)).set_rewind_device(devices[1])
     start = np.asarray(layer.kernel[...])
-    assert layer.kernel_rewind.get_value().devices() == {devices[1]}
+    assert _rewind_devices(layer) == _rewind_devices(layer, "bias") == {devices[1]}
+    assert isinstance(layer.kernel_rewind.get_value(), KeptElsewhere)
     pruner = Pruner([MagnitudePruneGroup([layer], 0.5)], model=layer)
     layer.kernel.set_value(layer.kernel[...] * 3)
     pruner.prune_and_rewind()
     assert layer.kernel[...].devices() == {devices[0]}  # the weight stays where it was
     np.testing.assert_array_equal(layer.kernel[...], np.where(np.asarray(layer.kernel_mask[...]), start, 0))
     pruner.set_rewind_point()
-    assert layer.kernel_rewind.get_value().devices() == {devices[1]}  # moved points stay on their device
+    assert _rewind_devices(layer) == {devices[1]}  # moved points stay on their device
     layer.set_rewind_device(None)
     assert layer.kernel_rewind.get_value().devices() == {devices[0]}
+
+
+def _imp_with_rewind_points_on(device: jax.Device | None, committed: bool) -> tuple[nnx.Module, int]:
+    """Two IMP rounds of a jitted step over a model whose rewind points live on
+    ``device``; the model and the number of compilations of the step."""
+    model = nnx.Sequential(PrunableLinear(6, 8, rngs=nnx.Rngs(0)), nnx.relu, PrunableLinear(8, 3, rngs=nnx.Rngs(1)))
+    layers = list(model.layers[::2])
+    if committed:
+        for variable in jax.tree.leaves(nnx.state(model, nnx.Param), is_leaf=lambda v: isinstance(v, nnx.Variable)):
+            variable.set_value(jax.device_put(variable.get_value(), jax.devices()[0]))
+    for layer in layers:
+        layer.set_rewind_device(device)
+    x = jnp.ones((5, 6))
+
+    def step_with_points_elsewhere(model, optimizer):
+        loss, grads = nnx.value_and_grad(lambda m: (m(x) ** 2).mean())(model)
+        optimizer.update(model, grads)
+        return loss
+
+    step = nnx.jit(step_with_points_elsewhere)
+    pruner = Pruner([MagnitudePruneGroup(layers, 0.5)], model=model)
+    with _Compiles("step_with_points_elsewhere") as compiles:
+        for _ in range(2):  # IMP rounds: train, prune, rewind
+            optimizer = Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+            for _ in range(3):
+                step(model, optimizer)
+            for array in jax.tree.leaves(nnx.state((model, optimizer))):  # weights, masks, Adam: none moved
+                assert array.devices() == {jax.devices()[0]}
+            pruner.prune_and_rewind()
+    return model, compiles.count
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["flax-placed", "committed"])
+def test_a_jitted_step_runs_where_the_weights_are_whatever_device_keeps_the_rewind_points(committed):
+    # points committed to another device and passed to jit would pull the step there
+    # (weights Flax left uncommitted) or fail with incompatible devices (committed ones)
+    elsewhere = _another_device()
+    model, compiles = _imp_with_rewind_points_on(elsewhere, committed)
+    assert len(jax.tree.leaves(nnx.state(model))) == 6  # weights and masks: no rewind point
+    assert compiles <= _imp_with_rewind_points_on(None, committed)[1]  # no compilation of their own
+    for layer in model.layers[::2]:
+        handle = layer.parameter_handles()["kernel"]
+        assert handle.get_rewind_point().devices() == {elsewhere}
+        want = np.where(np.asarray(layer.kernel_mask[...]), np.asarray(handle.get_rewind_point()), 0)
+        np.testing.assert_array_equal(np.asarray(layer.kernel[...]), want)  # rewound from there
 
 
 def test_sharded_layers_on_an_explicit_mesh_prune_like_unsharded_and_carry_partition_specs():
