@@ -126,15 +126,19 @@ class JaxParameterHandle:
         variable.set_value(mask)
         self.variable.set_value(value)
 
-    def get_rewind_point(self) -> jax.Array:
+    def _rewind_variable(self) -> RewindPoint:
+        """The variable that holds the parameter's rewind point."""
         point: RewindPoint = getattr(self.owner, self.name + "_rewind")
-        value = point.get_value()
+        return point
+
+    def get_rewind_point(self) -> jax.Array:
+        value = self._rewind_variable().get_value()
         return value.array if isinstance(value, KeptElsewhere) else value
 
     def set_rewind_point(self, value: jax.Array) -> None:
         """Store ``value`` as the rewind point, where the rewind point lives (host memory
         after ``set_rewind_device``)."""
-        point: RewindPoint = getattr(self.owner, self.name + "_rewind")
+        point = self._rewind_variable()
         old = point.get_value()
         if isinstance(old, KeptElsewhere):
             point.set_value(KeptElsewhere(jax.device_put(value, old.array.sharding)))
@@ -208,12 +212,11 @@ class PrunableModule(nnx.Module):
         the weights are and leaves the points where they are. Nor does ``nnx.state``:
         put the points back (``None``) before saving them in a checkpoint."""
         for handle in self.parameter_handles().values():
-            point: RewindPoint = getattr(handle.owner, handle.name + "_rewind")
             current = handle.get_rewind_point()
             if device is None:
-                point.set_value(jax.device_put(current, handle.get_value().sharding))
+                handle._rewind_variable().set_value(jax.device_put(current, handle.get_value().sharding))
             else:
-                point.set_value(KeptElsewhere(jax.device_put(current, device)))
+                handle._rewind_variable().set_value(KeptElsewhere(jax.device_put(current, device)))
         return self
 
     def parameter_handles(self) -> Mapping[str, JaxParameterHandle]:
