@@ -41,6 +41,11 @@ def _prunable_layers(model: nn.Module) -> list[PrunableModule]:
     return [m for m in model.modules() if isinstance(m, PrunableModule)]
 
 
+def _weighted_layers(model: nn.Module) -> list[PrunableModule]:
+    """The convolutions and linear layers: the ones a magnitude group prunes."""
+    return [m for m in _prunable_layers(model) if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
 def _convnet(device: str) -> nn.Module:
     torch.manual_seed(0)
     net = nn.Sequential(
@@ -123,7 +128,7 @@ def test_imp_rounds_keep_pruned_weights_zero_and_rewind_the_whole_model(device: 
         for layer in layers:
             layer.set_rewind_device("cpu")
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    weighted = [m for m in layers if isinstance(m, nn.Conv2d | nn.Linear)]
+    weighted = _weighted_layers(model)
     pruner = Pruner([MagnitudePruneGroup(weighted, 0.5)], model=model)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(32, 3, 8, 8, generator=gen).to(device)
@@ -152,7 +157,7 @@ def test_imp_rounds_keep_pruned_weights_zero_and_rewind_the_whole_model(device: 
 @pytest.mark.parametrize("device", DEVICES)
 def test_snip_and_synflow_keep_exact_counts_on_the_device(device: str) -> None:
     model = _convnet(device)
-    layers = [m for m in _prunable_layers(model) if isinstance(m, nn.Conv2d | nn.Linear)]
+    layers = _weighted_layers(model)
     total = sum(m.weight.numel() for m in layers)
     x = torch.randn(16, 3, 8, 8).to(device)
     nn.functional.cross_entropy(model(x), torch.zeros(16, dtype=torch.long, device=device)).backward()
@@ -168,7 +173,7 @@ def test_snip_and_synflow_keep_exact_counts_on_the_device(device: str) -> None:
 @pytest.mark.parametrize("device", DEVICES)
 def test_sparsified_model_computes_the_pruned_one(device: str) -> None:
     model = _convnet(device).eval()
-    layers = [m for m in _prunable_layers(model) if isinstance(m, nn.Conv2d | nn.Linear)]
+    layers = _weighted_layers(model)
     Pruner([MagnitudePruneGroup(layers, 0.8)], model=model).prune()
     x = torch.randn(5, 3, 8, 8).to(device)
     with torch.no_grad():
@@ -183,7 +188,7 @@ def test_sparsified_model_computes_the_pruned_one(device: str) -> None:
 @pytest.mark.filterwarnings("ignore:TensorFloat32 tensor cores:UserWarning")  # inductor's advice on float32 matmuls
 def test_inductor_compiled_training_on_the_device(device: str) -> None:
     model = _convnet(device)
-    layers = [m for m in _prunable_layers(model) if isinstance(m, nn.Conv2d | nn.Linear)]
+    layers = _weighted_layers(model)
     pruner = Pruner([MagnitudePruneGroup(layers, 0.6)], model=model)
     pruner.prune()
     compiled = torch.compile(model, fullgraph=True)
