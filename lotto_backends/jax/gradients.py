@@ -38,9 +38,10 @@ def synaptic_flow(model: nnx.Module, inputs: jax.Array) -> Callable[[Any, str], 
 
 
 def layer_gradients(model: nnx.Module, grads: Any) -> Callable[[Any, str], jax.Array]:
-    """``gradient(layer, name)`` over ``grads``, a state of ``model``'s shape (what
-    ``nnx.grad`` returns), for ``SNIP`` and ``GraSP``: the entry of parameter ``name`` of
-    ``layer``, a layer of ``model``.
+    """``gradient(layer, name)`` over ``grads``, a state of ``model``'s shape or a module
+    of ``model``'s type (what ``nnx.grad`` returns in graph and in tree mode), for
+    ``SNIP`` and ``GraSP``: the entry of parameter ``name`` of ``layer``, a layer of
+    ``model``.
 
     >>> import jax.numpy as jnp, optax
     >>> from flax import nnx
@@ -51,6 +52,8 @@ def layer_gradients(model: nnx.Module, grads: Any) -> Callable[[Any, str], jax.A
     >>> int(model.kernel_mask[...].sum())
     4
     """
+    if isinstance(grads, nnx.Module):  # tree mode: the gradient has the model's type
+        grads = nnx.state(grads)
     flat = {tuple(path): leaf for path, leaf in nnx.to_flat_state(grads)}
     where = {id(node): tuple(path) for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)}
 

@@ -5,9 +5,6 @@ models."""
 
 from __future__ import annotations
 
-import io
-import logging
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,57 +23,18 @@ from lotto_backends.jax import (
     model_masks,
 )
 
-TRANSFORMS = {
-    "sgd-momentum": lambda: optax.sgd(0.05, momentum=0.9),
-    "adam": lambda: optax.adam(1e-2),
-    "adamw": lambda: optax.adamw(1e-2, weight_decay=0.1),
-    "lion": lambda: optax.lion(1e-3),
-    "noise": lambda: optax.chain(optax.add_noise(0.1, 0.5, 0), optax.sgd(0.05)),
-}
-
-
-class _Tied(nnx.Module):
-    """A GPT-2-style tied head (the embedding read outside its own call), a learned
-    token, a BatchNorm, and an L1 penalty on a kernel read directly."""
-
-    def __init__(self, rngs: nnx.Rngs) -> None:
-        self.embed = nnx.Embed(16, 8, rngs=rngs)
-        self.hidden = nnx.Linear(8, 8, rngs=rngs)
-        self.bn = nnx.BatchNorm(8, rngs=rngs)
-        self.token = nnx.Param(jnp.zeros(8))
-
-    def __call__(self, ids: jax.Array) -> jax.Array:
-        h = self.bn(nnx.relu(self.hidden(self.embed(ids)))) + self.token[...]
-        return h @ self.embed.embedding[...].T
-
-
-def _loss(model: _Tied, ids: jax.Array) -> jax.Array:
-    logits = model(ids)
-    return (
-        optax.softmax_cross_entropy_with_integer_labels(logits, ids).mean()
-        + 1e-2 * jnp.abs(model.hidden.kernel[...]).sum()
-    )
+from .models import MLP, TRANSFORMS, Compiles, Tied, WithRest, flat_state, pruned_nonzero, tied_loss
 
 
 @nnx.jit
-def _step(model: _Tied, optimizer: nnx.Optimizer, ids: jax.Array) -> jax.Array:
-    loss, grads = nnx.value_and_grad(_loss)(model, ids)
+def _step(model: Tied, optimizer: nnx.Optimizer, ids: jax.Array) -> jax.Array:
+    loss, grads = nnx.value_and_grad(tied_loss)(model, ids)
     optimizer.update(model, grads)
     return loss
 
 
-def _pruned_nonzero(model: _Tied) -> int:
-    return sum(
-        int(jnp.count_nonzero(w[...] * ~m[...]))
-        for w, m in [
-            (model.embed.embedding, model.embed.embedding_mask),
-            (model.hidden.kernel, model.hidden.kernel_mask),
-        ]
-    )
-
-
-def _run(optimizer_class: type[nnx.Optimizer], transform: str) -> tuple[_Tied, Pruner]:
-    model = make_prunable(_Tied(nnx.Rngs(0)))
+def _run(optimizer_class: type[nnx.Optimizer], transform: str) -> tuple[Tied, Pruner]:
+    model = make_prunable(Tied(nnx.Rngs(0)))
     pruner = Pruner([MagnitudePruneGroup([model.embed, model.hidden], 0.5)], model=model)
     optimizer = optimizer_class(model, TRANSFORMS[transform](), wrt=nnx.Param)  # kept across the prunes
     ids = jnp.arange(12) % 16
@@ -92,20 +50,20 @@ def _run(optimizer_class: type[nnx.Optimizer], transform: str) -> tuple[_Tied, P
 @pytest.mark.parametrize("transform", list(TRANSFORMS))
 def test_the_lotto_optimizer_keeps_pruned_weights_zero_whatever_moves_them(transform):
     model, pruner = _run(Optimizer, transform)
-    assert _pruned_nonzero(model) == 0
+    assert pruned_nonzero(model) == 0
     assert pruner.report().revived == 0
 
 
 def test_a_plain_optimizer_revives_pruned_weights_and_report_says_so():
     model, pruner = _run(nnx.Optimizer, "adam")
-    assert _pruned_nonzero(model) > 0  # the failure the Lotto optimizer prevents
+    assert pruned_nonzero(model) > 0  # the failure the Lotto optimizer prevents
     with pytest.warns(UserWarning, match="pruned weights are not zero"):
         report = pruner.report()
-    assert report.revived == _pruned_nonzero(model)
+    assert report.revived == pruned_nonzero(model)
 
 
 def test_model_masks_follow_the_parameters_structure():
-    model = make_prunable(_Tied(nnx.Rngs(0)))
+    model = make_prunable(Tied(nnx.Rngs(0)))
     masks = model_masks(model)
     params = nnx.as_pure(nnx.state(model, nnx.Param))
     assert jax.tree_util.tree_structure(masks, is_leaf=lambda x: x is None) == jax.tree_util.tree_structure(
@@ -114,37 +72,6 @@ def test_model_masks_follow_the_parameters_structure():
     assert masks["embed"]["embedding"] is model.embed.embedding_mask.get_value()
     assert masks["token"] is None
     assert masks["hidden"]["bias"] is None
-
-
-class _Compiles:
-    """Counts XLA compilations of functions whose name contains ``name``."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.stream = io.StringIO()
-        self.handler = logging.StreamHandler(self.stream)
-
-    def __enter__(self) -> _Compiles:
-        jax.config.update("jax_log_compiles", True)
-        logging.getLogger("jax").addHandler(self.handler)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        logging.getLogger("jax").removeHandler(self.handler)
-        jax.config.update("jax_log_compiles", False)
-
-    @property
-    def count(self) -> int:
-        return sum(1 for line in self.stream.getvalue().splitlines() if line.startswith(f"Compiling jit({self.name}"))
-
-
-class _MLP(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs) -> None:
-        self.a = nnx.Linear(4, 8, rngs=rngs)
-        self.b = nnx.Linear(8, 2, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.b(nnx.relu(self.a(x)))
 
 
 @pytest.mark.parametrize("reuse", [True, False], ids=["kept-optimizer", "new-optimizer"])
@@ -156,13 +83,13 @@ def test_an_imp_run_compiles_the_step_as_often_as_the_plain_model(reuse, prune_f
             optimizer.update(model, grads)
 
         step = nnx.jit(counted_train_step)
-        model = _MLP(nnx.Rngs(0))
+        model = MLP(nnx.Rngs(0))
         pruner = None
         if prunable:
             make_prunable(model)
             pruner = Pruner([MagnitudePruneGroup([model.a, model.b], 0.3)], model=model)
         optimizer = Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-        with _Compiles("counted_train_step") as compiles:
+        with Compiles("counted_train_step") as compiles:
             for _ in range(3):
                 if not reuse:
                     optimizer = Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
@@ -177,18 +104,7 @@ def test_an_imp_run_compiles_the_step_as_often_as_the_plain_model(reuse, prune_f
     assert imp(prunable=True) == imp(prunable=False)
 
 
-class _WithRest(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs) -> None:
-        self.hidden = PrunableLinear(6, 8, rngs=rngs)
-        self.bn = nnx.BatchNorm(8, rngs=rngs)
-        self.cls = nnx.Param(jnp.zeros(8))
-        self.head = nnx.Linear(8, 3, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.head(self.bn(nnx.relu(self.hidden(x))) + self.cls[...])
-
-
-def _train_rest(model: _WithRest, steps: int = 3) -> None:
+def _train_rest(model: WithRest, steps: int = 3) -> None:
     optimizer = Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
     x = jax.random.normal(jax.random.key(1), (16, 6))
     y = (x[:, 0] > 0).astype(jnp.int32)
@@ -202,17 +118,13 @@ def _train_rest(model: _WithRest, steps: int = 3) -> None:
         step(model, optimizer)
 
 
-def _flat(model: nnx.Module) -> dict[str, np.ndarray]:
-    return {str(path): np.asarray(v) for path, v in nnx.to_flat_state(nnx.as_pure(nnx.state(model)))}
-
-
 def test_rewind_restores_every_parameter_and_batch_statistic():
-    model = _WithRest(nnx.Rngs(0))
-    start = _flat(model)
+    model = WithRest(nnx.Rngs(0))
+    start = flat_state(model)
     pruner = Pruner([MagnitudePruneGroup([model.hidden], 0.5)], model=model)
     _train_rest(model)
     pruner.prune_and_rewind()
-    after = _flat(model)
+    after = flat_state(model)
     mask = np.asarray(model.hidden.kernel_mask[...])
     for key, value in after.items():
         if "hidden" in key and "'kernel'" in key:
@@ -222,7 +134,7 @@ def test_rewind_restores_every_parameter_and_batch_statistic():
 
 
 def test_rewind_of_the_groups_only_and_the_warning_without_the_model():
-    model = _WithRest(nnx.Rngs(0))
+    model = WithRest(nnx.Rngs(0))
     pruner = Pruner([MagnitudePruneGroup([model.hidden], 0.5)], model=model, rewind="groups")
     _train_rest(model)
     trained = np.asarray(model.cls[...])
@@ -232,7 +144,7 @@ def test_rewind_of_the_groups_only_and_the_warning_without_the_model():
     with pytest.warns(UserWarning, match="restored only the grouped layers"):
         bare.rewind()
     with pytest.raises(ValueError, match="model does not contain"):
-        Pruner([MagnitudePruneGroup([model.hidden], 0.5)], model=_MLP(nnx.Rngs(1)))
+        Pruner([MagnitudePruneGroup([model.hidden], 0.5)], model=MLP(nnx.Rngs(1)))
 
 
 def test_prunable_layers_build_as_flax_builds_big_models():
@@ -296,10 +208,10 @@ def test_default_masks_skip_biases_and_scales_of_any_shape():
 )
 def test_set_mask_refuses_a_bad_mask_and_changes_nothing(bad):
     layer = PrunableLinear(4, 3, rngs=nnx.Rngs(0))
-    before = _flat(layer)
+    before = flat_state(layer)
     with pytest.raises((TypeError, ValueError), match="mask"):
         layer.parameter_handles()["kernel"].set_mask(bad())
-    after = _flat(layer)
+    after = flat_state(layer)
     for key, value in before.items():
         np.testing.assert_array_equal(after[key], value, err_msg=key)
 
@@ -307,11 +219,11 @@ def test_set_mask_refuses_a_bad_mask_and_changes_nothing(bad):
 def test_orbax_saves_the_model_and_pruner_and_resumes_bit_identically(tmp_path):
     ocp = pytest.importorskip("orbax.checkpoint")
 
-    def build(seed: int) -> tuple[_WithRest, Pruner]:
-        model = _WithRest(nnx.Rngs(seed))
+    def build(seed: int) -> tuple[WithRest, Pruner]:
+        model = WithRest(nnx.Rngs(seed))
         return model, Pruner([MagnitudePruneGroup([model.hidden], 0.3)], model=model)
 
-    def imp_round(model: _WithRest, pruner: Pruner) -> None:
+    def imp_round(model: WithRest, pruner: Pruner) -> None:
         _train_rest(model, 2)
         pruner.prune_and_rewind()
 
@@ -326,7 +238,7 @@ def test_orbax_saves_the_model_and_pruner_and_resumes_bit_identically(tmp_path):
         checkpointer.save(tmp_path / "pruner", pruner.state_dict())
         checkpointer.wait_until_finished()
         # a new process: abstract model (nnx.eval_shape), restored onto its structure
-        abstract = nnx.eval_shape(lambda: _WithRest(nnx.Rngs(7)))
+        abstract = nnx.eval_shape(lambda: WithRest(nnx.Rngs(7)))
         graphdef, abstract_state = nnx.split(abstract)
         resumed = nnx.merge(graphdef, checkpointer.restore(tmp_path / "model", abstract_state))
         resumed_pruner = Pruner([MagnitudePruneGroup([resumed.hidden], 0.3)], model=resumed)
@@ -335,7 +247,7 @@ def test_orbax_saves_the_model_and_pruner_and_resumes_bit_identically(tmp_path):
     for _ in range(2):
         imp_round(resumed, resumed_pruner)
     assert resumed_pruner.rounds == straight_pruner.rounds == 3
-    a, b = _flat(resumed), _flat(straight)
+    a, b = flat_state(resumed), flat_state(straight)
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
@@ -391,7 +303,7 @@ def _imp_with_rewind_points_on(device: jax.Device | None, committed: bool) -> tu
 
     step = nnx.jit(step_with_points_elsewhere)
     pruner = Pruner([MagnitudePruneGroup(layers, 0.5)], model=model)
-    with _Compiles("step_with_points_elsewhere") as compiles:
+    with Compiles("step_with_points_elsewhere") as compiles:
         for _ in range(2):  # IMP rounds: train, prune, rewind
             optimizer = Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
             for _ in range(3):
