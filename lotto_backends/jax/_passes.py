@@ -194,15 +194,16 @@ class XLAPasses:
         return self.fmt.keys(values[~np.isnan(values)])
 
     def count(self, keys: Sequence[int]) -> np.ndarray:
-        pivots = np.full(PIVOTS, np.inf, dtype=self.dtype)
-        pivots[: len(keys)] = [self.value(key) for key in keys]
+        values = np.full(PIVOTS, np.inf, dtype=self.dtype)
+        values[: len(keys)] = [self.value(key) for key in keys]
+        pivots = jnp.asarray(values)  # sent once, not with each parameter's call
         out = [
             _on_explicit(partial(_count_upto, magnitude=mag), x, m, pivots)
             for (x, mag), m in zip(self.inputs, self.flags, strict=True)
         ]
         return np.asarray(jax.device_get(out), dtype=np.int64)[:, : len(keys)]
 
-    def first_tied(self, i: int, t: np.ndarray, ties: int) -> int:
+    def first_tied(self, i: int, t: jax.Array, ties: int) -> int:
         """The smallest flat index before which parameter ``i`` has ``ties`` kept
         entries scored ``t``."""
         (x, mag), mask = self.inputs[i], self.flags[i]
@@ -219,7 +220,8 @@ class XLAPasses:
         return lo
 
     def masks(self, t: int, cuts: Sequence[Cut]) -> list[tuple[Any, Any]]:
-        threshold = np.asarray(self.value(t), dtype=self.dtype)
+        threshold = jnp.asarray(self.value(t), dtype=self.dtype)  # sent once, not with each call
+        no_limit = jnp.int32(0)
         out: list[tuple[Any, Any]] = []
         for i, ((x, mag), mask) in enumerate(zip(self.inputs, self.flags, strict=True)):
             cut = cuts[i]
@@ -227,7 +229,7 @@ class XLAPasses:
                 out.append((None, None))
                 continue
             mode = "none" if cut.ties == 0 else "all" if cut.ties == cut.tied else "first"
-            limit = self.first_tied(i, threshold, cut.ties) if mode == "first" else 0
+            limit = np.int32(self.first_tied(i, threshold, cut.ties)) if mode == "first" else no_limit
             new = partial(_new_mask, magnitude=mag, mode=mode)
-            out.append((_on_explicit(new, x, mask, threshold, np.int32(limit), like=x), None))
+            out.append((_on_explicit(new, x, mask, threshold, limit, like=x), None))
         return out
