@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +15,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lotto_backends.jax import PrunableLinear
+from lotto_backends.jax import MagnitudePruneGroup, Optimizer, PrunableLinear, Pruner, make_prunable
 
 TRANSFORMS = {
     "sgd-momentum": lambda: optax.sgd(0.05, momentum=0.9),
@@ -45,6 +47,26 @@ def tied_loss(model: Tied, ids: jax.Array) -> jax.Array:
         optax.softmax_cross_entropy_with_integer_labels(logits, ids).mean()
         + 1e-2 * jnp.abs(model.hidden.kernel[...]).sum()
     )
+
+
+def run_tied(
+    step: Callable[[nnx.Module, nnx.Optimizer, jax.Array], jax.Array],
+    optimizer_class: type[nnx.Optimizer],
+    transform: str,
+) -> tuple[Tied, Pruner]:
+    """Two prunes of a prunable ``Tied`` model between training ``step``s, with one
+    optimizer kept across them."""
+    model = make_prunable(Tied(nnx.Rngs(0)))
+    pruner = Pruner([MagnitudePruneGroup([model.embed, model.hidden], 0.5)], model=model)
+    optimizer = optimizer_class(model, TRANSFORMS[transform](), wrt=nnx.Param)  # kept across the prunes
+    ids = jnp.arange(12) % 16
+    for _ in range(2):
+        for _ in range(3):
+            step(model, optimizer, ids)
+        pruner.prune()
+    for _ in range(5):
+        step(model, optimizer, ids)
+    return model, pruner
 
 
 def pruned_nonzero(model: Tied) -> int:
@@ -101,3 +123,32 @@ class WithRest(nnx.Module):
 
 def flat_state(model: nnx.Module) -> dict[str, np.ndarray]:
     return {str(path): np.asarray(v) for path, v in nnx.to_flat_state(nnx.as_pure(nnx.state(model)))}
+
+
+def imp_compilations(
+    step: Callable[[nnx.Module, nnx.Optimizer, jax.Array], Any],
+    name: str,
+    *,
+    prunable: bool,
+    reuse: bool,
+    prune_first: bool = False,
+) -> int:
+    """XLA compilations of ``step`` (jitted, named ``name``) over three IMP rounds of an
+    ``MLP``, plain or made prunable, with one optimizer or a new one each round."""
+    model = MLP(nnx.Rngs(0))
+    pruner = None
+    if prunable:
+        make_prunable(model)
+        pruner = Pruner([MagnitudePruneGroup([model.a, model.b], 0.3)], model=model)
+    optimizer = Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+    with Compiles(name) as compiles:
+        for _ in range(3):
+            if not reuse:
+                optimizer = Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+            if prune_first and pruner is not None:
+                pruner.prune_and_rewind()
+            for _ in range(2):
+                step(model, optimizer, jnp.ones((3, 4)))
+            if not prune_first and pruner is not None:
+                pruner.prune_and_rewind()
+    return compiles.count

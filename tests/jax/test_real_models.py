@@ -23,7 +23,18 @@ from lotto_backends.jax import (
     model_masks,
 )
 
-from .models import MLP, TRANSFORMS, Compiles, Tied, WithRest, flat_state, pruned_nonzero, tied_loss
+from .models import (
+    MLP,
+    TRANSFORMS,
+    Compiles,
+    Tied,
+    WithRest,
+    flat_state,
+    imp_compilations,
+    pruned_nonzero,
+    run_tied,
+    tied_loss,
+)
 
 
 @nnx.jit
@@ -33,29 +44,15 @@ def _step(model: Tied, optimizer: nnx.Optimizer, ids: jax.Array) -> jax.Array:
     return loss
 
 
-def _run(optimizer_class: type[nnx.Optimizer], transform: str) -> tuple[Tied, Pruner]:
-    model = make_prunable(Tied(nnx.Rngs(0)))
-    pruner = Pruner([MagnitudePruneGroup([model.embed, model.hidden], 0.5)], model=model)
-    optimizer = optimizer_class(model, TRANSFORMS[transform](), wrt=nnx.Param)  # kept across the prunes
-    ids = jnp.arange(12) % 16
-    for _ in range(2):
-        for _ in range(3):
-            _step(model, optimizer, ids)
-        pruner.prune()
-    for _ in range(5):
-        _step(model, optimizer, ids)
-    return model, pruner
-
-
 @pytest.mark.parametrize("transform", list(TRANSFORMS))
 def test_the_lotto_optimizer_keeps_pruned_weights_zero_whatever_moves_them(transform):
-    model, pruner = _run(Optimizer, transform)
+    model, pruner = run_tied(_step, Optimizer, transform)
     assert pruned_nonzero(model) == 0
     assert pruner.report().revived == 0
 
 
 def test_a_plain_optimizer_revives_pruned_weights_and_report_says_so():
-    model, pruner = _run(nnx.Optimizer, "adam")
+    model, pruner = run_tied(_step, nnx.Optimizer, "adam")
     assert pruned_nonzero(model) > 0  # the failure the Lotto optimizer prevents
     with pytest.warns(UserWarning, match="pruned weights are not zero"):
         report = pruner.report()
@@ -77,31 +74,16 @@ def test_model_masks_follow_the_parameters_structure():
 @pytest.mark.parametrize("reuse", [True, False], ids=["kept-optimizer", "new-optimizer"])
 @pytest.mark.parametrize("prune_first", [True, False], ids=["prune-first", "train-first"])
 def test_an_imp_run_compiles_the_step_as_often_as_the_plain_model(reuse, prune_first):
-    def imp(prunable: bool) -> int:
-        def counted_train_step(model, optimizer, x):
-            grads = nnx.grad(lambda m: (m(x) ** 2).mean())(model)
-            optimizer.update(model, grads)
+    def counted_train_step(model, optimizer, x):
+        grads = nnx.grad(lambda m: (m(x) ** 2).mean())(model)
+        optimizer.update(model, grads)
 
-        step = nnx.jit(counted_train_step)
-        model = MLP(nnx.Rngs(0))
-        pruner = None
-        if prunable:
-            make_prunable(model)
-            pruner = Pruner([MagnitudePruneGroup([model.a, model.b], 0.3)], model=model)
-        optimizer = Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-        with Compiles("counted_train_step") as compiles:
-            for _ in range(3):
-                if not reuse:
-                    optimizer = Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-                if prune_first and pruner is not None:
-                    pruner.prune_and_rewind()
-                for _ in range(2):
-                    step(model, optimizer, jnp.ones((3, 4)))
-                if not prune_first and pruner is not None:
-                    pruner.prune_and_rewind()
-        return compiles.count
-
-    assert imp(prunable=True) == imp(prunable=False)
+    step = nnx.jit(counted_train_step)
+    counts = [
+        imp_compilations(step, "counted_train_step", prunable=p, reuse=reuse, prune_first=prune_first)
+        for p in (True, False)
+    ]
+    assert counts[0] == counts[1]
 
 
 def _train_rest(model: WithRest, steps: int = 3) -> None:

@@ -27,7 +27,7 @@ from lotto_backends.jax import (
     make_prunable,
 )
 
-from .models import MLP, TRANSFORMS, Compiles, Tied, WithRest, flat_state, pruned_nonzero, tied_loss
+from .models import MLP, WithRest, flat_state, imp_compilations, pruned_nonzero, run_tied, tied_loss
 
 pytestmark = pytest.mark.skipif(not hasattr(nnx, "set_graph_mode"), reason="NNX's tree mode came in Flax 0.12.5")
 
@@ -52,27 +52,12 @@ def _tree_step(loss: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
     return tree_step
 
 
-def _run_tied(optimizer_class: type[nnx.Optimizer], transform: str) -> tuple[Tied, Pruner]:
-    step = _tree_step(tied_loss)
-    model = make_prunable(Tied(nnx.Rngs(0)))
-    pruner = Pruner([MagnitudePruneGroup([model.embed, model.hidden], 0.5)], model=model)
-    optimizer = optimizer_class(model, TRANSFORMS[transform](), wrt=nnx.Param)  # kept across the prunes
-    ids = jnp.arange(12) % 16
-    for _ in range(2):
-        for _ in range(3):
-            step(model, optimizer, ids)
-        pruner.prune()
-    for _ in range(5):
-        step(model, optimizer, ids)
-    return model, pruner
-
-
 @pytest.mark.parametrize("transform", ["adam", "noise"])
 def test_the_lotto_optimizer_keeps_pruned_weights_zero_in_tree_mode(transform):
-    model, pruner = _run_tied(Optimizer, transform)
+    model, pruner = run_tied(_tree_step(tied_loss), Optimizer, transform)
     assert pruned_nonzero(model) == 0
     assert pruner.report().revived == 0
-    plain_model, plain_pruner = _run_tied(nnx.Optimizer, transform)
+    plain_model, plain_pruner = run_tied(_tree_step(tied_loss), nnx.Optimizer, transform)
     assert pruned_nonzero(plain_model) > 0  # what the Lotto optimizer prevents, in this mode too
     with pytest.warns(UserWarning, match="pruned weights are not zero"):
         assert plain_pruner.report().revived == pruned_nonzero(plain_model)
@@ -80,25 +65,9 @@ def test_the_lotto_optimizer_keeps_pruned_weights_zero_in_tree_mode(transform):
 
 @pytest.mark.parametrize("reuse", [True, False], ids=["kept-optimizer", "new-optimizer"])
 def test_an_imp_run_in_tree_mode_compiles_the_step_as_often_as_the_plain_model(reuse):
-    def imp(prunable: bool) -> int:
-        step = _tree_step(lambda m, x: (m(x) ** 2).mean())
-        model = MLP(nnx.Rngs(0))
-        pruner = None
-        if prunable:
-            make_prunable(model)
-            pruner = Pruner([MagnitudePruneGroup([model.a, model.b], 0.3)], model=model)
-        optimizer = Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-        with Compiles("tree_step") as compiles:
-            for _ in range(3):
-                if not reuse:
-                    optimizer = Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-                for _ in range(2):
-                    step(model, optimizer, jnp.ones((3, 4)))
-                if pruner is not None:
-                    pruner.prune_and_rewind()
-        return compiles.count
-
-    assert imp(prunable=True) == imp(prunable=False)
+    step = _tree_step(lambda m, x: (m(x) ** 2).mean())
+    counts = [imp_compilations(step, "tree_step", prunable=p, reuse=reuse) for p in (True, False)]
+    assert counts[0] == counts[1]
 
 
 def test_rewind_in_tree_mode_restores_every_parameter_and_batch_statistic():
