@@ -8,9 +8,9 @@ Each figure against its baseline in the same run:
   a prunable 4 x 1024 MLP and of 100 prunable ``Linear(32, 32)`` against the same plain
   layers with ``nnx.Optimizer`` (target at most 1.05), in NNX's graph mode (Flax's
   default; also with the arguments donated) and tree mode (``nnx.set_graph_mode(False)``);
-  beside it, the plain layers with
-  one more variable each, which NNX's traversal of the model charges for whatever the
-  variable is: the floor for a layer that keeps its mask as a variable.
+  beside it, the plain layers with one more variable each, which NNX's traversal of the
+  model charges for whatever the variable is: the floor for a layer that keeps its mask
+  as a variable.
 
 Run: ``nox -s bench`` or ``JAX_PLATFORMS=cpu python bench/bench_jax_many_layers.py``.
 """
@@ -93,7 +93,7 @@ def _steps(x: jax.Array) -> dict[str, Callable[[nnx.Module, nnx.Optimizer], jax.
 
 def step_ratio(n: int, width: int, batch: int, steps: int = 30) -> None:
     """The step of the prunable model and of the plain one with one extra variable per
-    layer, each against the plain model's, in NNX's graph mode and tree mode."""
+    layer, each against the plain model's, in each of ``_steps``' modes."""
     x = jax.random.normal(jax.random.key(1), (batch, width))
     plain = Stack(n, width, nnx.Rngs(0))
     prunable = make_prunable(Stack(n, width, nnx.Rngs(0)))

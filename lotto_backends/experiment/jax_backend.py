@@ -271,8 +271,8 @@ def _train_step(
     """One Adam step on the samples ``index``: the new values of the variables of (model,
     optimizer), given as ``values`` in the order of their state's leaves."""
     model, optimizer = nnx.merge(graphdef, jax.tree.unflatten(treedef, values))
-    layers, params, rest = nnx.split(model, nnx.Param, ...)  # the same in NNX's graph and tree modes
-    grads = jax.grad(lambda p: _loss(nnx.merge(layers, p, rest), x[index], y[index]))(params)
+    model_def, params, rest = nnx.split(model, nnx.Param, ...)  # the same in NNX's graph and tree modes
+    grads = jax.grad(lambda p: _loss(nnx.merge(model_def, p, rest), x[index], y[index]))(params)
     optimizer.update(model, grads, masks=model_masks(model))
     state = nnx.state((model, optimizer))
     if jax.tree.structure(state) != treedef:  # checked once, while tracing
