@@ -44,7 +44,7 @@ from lotto_core import (
 
 from . import layers
 from .controls import reinitialize
-from .convert import make_prunable
+from .convert import dense_layers, make_prunable
 from .gradients import layer_gradients, synaptic_flow
 from .instability import instability
 from .layers import (
@@ -70,6 +70,7 @@ from .layers import (
     PrunableRMSNorm,
     PrunableSimpleCell,
     RewindPoint,
+    register_prunable,
 )
 from .optimizer import Optimizer, model_masks
 from .pruner import ModelRest, Pruner
@@ -127,11 +128,13 @@ __all__ = [
     "SparsityReport",
     "SynFlow",
     "Uniform",
+    "dense_layers",
     "instability",
     "layer_gradients",
     "make_prunable",
     "model_masks",
     "random_prune_like",
+    "register_prunable",
     "reinitialize",
     "shuffle_masks",
     "sparsify",

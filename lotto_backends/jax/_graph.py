@@ -10,15 +10,16 @@ from flax import nnx
 __all__ = ["replace_layers"]
 
 
-def replace_layers(root: nnx.Module, replacement: Callable[[nnx.Module], nnx.Module | None]) -> None:
-    """Put ``replacement(layer)`` in place of every layer below ``root`` (attributes,
-    ``nnx.List``, ``nnx.Dict``, at any depth). ``None`` means: keep the layer and look
-    inside it; the layer itself: keep it as it is, and its insides too. A layer reached
-    along two paths is replaced once, by one object; every replacement is built before
-    any is put in place."""
+def replace_layers(root: nnx.Module, replacement: Callable[[str, nnx.Module], nnx.Module | None]) -> None:
+    """Put ``replacement(path, layer)`` in place of every layer below ``root``
+    (attributes, ``nnx.List``, ``nnx.Dict``, at any depth; ``path`` dotted, as
+    ``"blocks.0.attn"``). ``None`` means: keep the layer and look inside it; the layer
+    itself: keep it as it is, and its insides too. A layer reached along two paths is
+    replaced once, by one object (asked along the first); every replacement is built
+    before any is put in place."""
     done: dict[int, nnx.Module] = {}
     places: list[tuple[nnx.Module, str, nnx.Module]] = []
-    _collect(root, replacement, done, places, set())
+    _collect(root, "", replacement, done, places, set())
     for parent, key, child in places:
         if isinstance(parent, nnx.List):
             parent[int(key)] = done[id(child)]
@@ -28,7 +29,8 @@ def replace_layers(root: nnx.Module, replacement: Callable[[nnx.Module], nnx.Mod
 
 def _collect(
     node: nnx.Module,
-    replacement: Callable[[nnx.Module], nnx.Module | None],
+    prefix: str,
+    replacement: Callable[[str, nnx.Module], nnx.Module | None],
     done: dict[int, nnx.Module],
     places: list[tuple[nnx.Module, str, nnx.Module]],
     seen: set[int],
@@ -40,9 +42,10 @@ def _collect(
         if key.startswith("_pytree__") or not isinstance(child, nnx.Module):
             continue
         if id(child) not in done:
-            new = replacement(child)
+            path = f"{prefix}.{key}" if prefix else key
+            new = replacement(path, child)
             if new is None:
-                _collect(child, replacement, done, places, seen)
+                _collect(child, path, replacement, done, places, seen)
                 continue
             done[id(child)] = new
         if done[id(child)] is not child:

@@ -1,23 +1,62 @@
-"""Converting the layers of an existing NNX model in place."""
+"""Converting the layers of an existing NNX model in place, and saying which stay dense."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax.numpy as jnp
 from flax import nnx
 
+from .._selectors import check_selectors, selects
 from ._graph import replace_layers
-from .layers import PRUNABLE_TYPES, PrunableModule
+from .layers import PrunableModule, twin_class
 
-__all__ = ["make_prunable"]
+__all__ = ["Selector", "dense_layers", "make_prunable"]
+
+Selector = type[nnx.Module] | str | Callable[[str, nnx.Module], bool]
+"""Picks modules: a module type (its instances and subclasses'), a glob over dotted paths
+(``"blocks.*.attn"``), or a predicate ``(dotted path, module) -> bool``."""
 
 
-def make_prunable(model: nnx.Module) -> nnx.Module:
-    """Replace every supported layer of ``model`` (at any depth, in attributes, ``nnx.List``
+def _modules(model: nnx.Module) -> dict[str, nnx.Module]:
+    """Every module of ``model`` by dotted path (``""``: the model)."""
+    graph = nnx.iter_graph(model)
+    return {".".join(str(k) for k in path): node for path, node in graph if isinstance(node, nnx.Module)}
+
+
+def make_prunable(
+    model: nnx.Module,
+    *,
+    include: Selector | Sequence[Selector] | None = None,
+    exclude: Selector | Sequence[Selector] | None = None,
+) -> nnx.Module:
+    """Replace every prunable layer of ``model`` (at any depth, in attributes, ``nnx.List``
     and ``nnx.Dict``) by its prunable twin, keeping its variables, and return the model.
-    Layers that already are prunable, and the submodules of a converted layer, are left
-    as they are; a layer reached along two paths becomes one twin. A supported model
-    itself is returned as its twin. Every twin is built before any is put in place.
+
+    A layer is prunable if its type, or a base of it, is a supported NNX layer or
+    registered with ``register_prunable`` (a subclass's twin keeps the subclass's own
+    methods). Layers that already are prunable, and the submodules of a converted layer,
+    are left as they are; a layer reached along two paths becomes one twin. A supported
+    model itself is returned as its twin. Every twin is built before any is put in place.
+
+    Parameters
+    ----------
+    model
+        The model, changed in place.
+    include
+        Convert only the modules these select (by type, dotted-path glob or predicate);
+        ``None``: every prunable layer.
+    exclude
+        Never convert the modules these select.
+
+    Warns
+    -----
+    UserWarning
+        Naming each module that holds weights of its own (``dense_layers``) and stays
+        dense because Lotto does not know its type; ``exclude`` it or
+        ``register_prunable`` its type.
 
     Examples
     --------
@@ -28,16 +67,81 @@ def make_prunable(model: nnx.Module) -> nnx.Module:
     """
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
-    twin = _twin(model)
-    if twin is not None:
-        return twin  # a supported or already prunable layer
-    replace_layers(model, _twin)
+    check_selectors("include", include)
+    check_selectors("exclude", exclude)
+
+    def wanted(path: str, module: nnx.Module) -> bool:
+        if include is not None and not selects(include, path, module):
+            return False
+        return not selects(exclude, path, module)
+
+    def twin(path: str, module: nnx.Module) -> nnx.Module | None:
+        if isinstance(module, PrunableModule):
+            return module
+        cls: Any = twin_class(type(module)) if wanted(path, module) else None
+        return None if cls is None else cls(module)  # a twin adopts a built layer
+
+    made = twin("", model)
+    if made is not None:
+        return made
+    replace_layers(model, twin)
+    modules = _modules(model)
+    unknown = {
+        path: why
+        for path, why in dense_layers(model).items()
+        if why.startswith("unknown") and wanted(path, modules[path])
+    }
+    if unknown:
+        listed = "; ".join(f"{path or '<model>'}: {why}" for path, why in unknown.items())
+        warnings.warn(
+            f"make_prunable left {len(unknown)} module(s) with weights dense: {listed}. "
+            "register_prunable(type, [names]) makes a type prunable; exclude=... leaves it dense without this warning",
+            UserWarning,
+            stacklevel=2,
+        )
     return model
 
 
-def _twin(module: nnx.Module) -> nnx.Module | None:
-    """The prunable twin of a supported layer; a prunable layer stays as it is."""
-    if isinstance(module, PrunableModule):
-        return module
-    cls: Any = PRUNABLE_TYPES.get(type(module))
-    return None if cls is None else cls(module)
+def _weights(module: nnx.Module) -> list[str]:
+    """The module's own ``nnx.Param`` attributes that are weights: floating, two or more
+    dimensions (what ``pytree.init_masks`` masks by default)."""
+    arrays = {key: value.get_value() for key, value in vars(module).items() if isinstance(value, nnx.Param)}
+    return [
+        key
+        for key, array in arrays.items()
+        if len(getattr(array, "shape", ())) >= 2 and jnp.issubdtype(getattr(array, "dtype", object), jnp.floating)
+    ]
+
+
+def dense_layers(model: nnx.Module) -> dict[str, str]:
+    """``{dotted path: why}`` for every module of ``model`` that holds weights of its own
+    (an ``nnx.Param`` of a floating dtype with two or more dimensions; not inside a
+    prunable layer) and is not prunable: ``"unknown type X (weights w, v)"``, or ``"not
+    converted (a known type: make_prunable was not asked to)"``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> class Head(nnx.Module):
+    ...     def __init__(self):
+    ...         self.w = nnx.Param(jnp.ones((4, 2)))
+    >>> dense = dense_layers(nnx.Sequential(nnx.Linear(4, 4, rngs=nnx.Rngs(0)), Head()))
+    >>> dense["layers.1"]
+    'unknown type Head (weights w)'
+    >>> dense["layers.0"]
+    'not converted (a known type: make_prunable was not asked to)'
+    """
+    modules = _modules(model)
+    prunable = [path for path, node in modules.items() if isinstance(node, PrunableModule)]
+    dense: dict[str, str] = {}
+    for path, node in sorted(modules.items()):
+        inside = any(path == p or p == "" or path.startswith(p + ".") for p in prunable)
+        weights = [] if inside else _weights(node)
+        if not weights:
+            continue
+        if twin_class(type(node)) is None:
+            dense[path] = f"unknown type {type(node).__name__} (weights {', '.join(weights)})"
+        else:
+            dense[path] = "not converted (a known type: make_prunable was not asked to)"
+    return dense

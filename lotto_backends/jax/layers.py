@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import jax
@@ -68,6 +68,8 @@ __all__ = [
     "PrunableRMSNorm",
     "PrunableSimpleCell",
     "RewindPoint",
+    "register_prunable",
+    "twin_class",
 ]
 
 
@@ -179,10 +181,19 @@ class PrunableModule(nnx.Module):
     call, and the core's ``parameter_handles()``."""
 
     _lotto_prunable: frozenset[str]
+    _lotto_required: bool = False
     _lotto_base: type[nnx.Module]
 
     def _lotto_setup(self) -> None:
-        for _, owner, name in list(_parameters(self)):
+        parameters = list(_parameters(self))
+        missing = self._lotto_prunable - {name for _, _, name in parameters}
+        if self._lotto_required and missing:
+            names = sorted(path for path, _, _ in parameters)
+            raise ValueError(
+                f"{self._lotto_base.__name__} was registered with parameters {sorted(missing)}, which this "
+                f"layer does not have; its nnx.Param are {names}"
+            )
+        for _, owner, name in parameters:
             param = getattr(owner, name)
             value = param.get_value()
             # the weight's partition-spec metadata, so that spec-driven sharded init and orbax
@@ -244,10 +255,13 @@ def _adopt(self: nnx.Module, built: nnx.Module) -> None:
 _T = TypeVar("_T", bound=type[PrunableModule])
 
 
-def _twin(base: type[nnx.Module], prunable: frozenset[str], methods: tuple[str, ...]) -> Callable[[_T], _T]:
+def _twin(
+    base: type[nnx.Module], prunable: frozenset[str], methods: tuple[str, ...], *, required: bool = False
+) -> Callable[[_T], _T]:
     """Make the decorated ``class PrunableX(X, PrunableModule)`` the twin of ``X``:
     ``X``'s constructor (or one built ``X`` to adopt), masks on ``prunable``, and
-    ``methods`` called with the weights' gradients masked."""
+    ``methods`` called with the weights' gradients masked; with ``required``, a layer
+    that has none of the ``prunable`` parameters is refused (a registered type)."""
     # NNX's metaclass hides a class's own signature behind ``(*args, **kwargs)``: take
     # ``__init__``'s, and give the class that same signature without ``self``
     signature = inspect.signature(base.__init__)
@@ -269,6 +283,7 @@ def _twin(base: type[nnx.Module], prunable: frozenset[str], methods: tuple[str, 
             f"or one built ``{base.__name__}`` to adopt. See :mod:`lotto_backends.jax.layers`."
         )
         cls._lotto_prunable = prunable
+        cls._lotto_required = required
         cls._lotto_base = base
         for method in methods:
             setattr(cls, method, _masked(getattr(base, method)))
@@ -401,3 +416,71 @@ PRUNABLE_TYPES: dict[type[nnx.Module], type[PrunableModule]] = {
 }
 """Each supported NNX layer type and its prunable twin."""
 assert set(PRUNABLE_TYPES) == set(_SPECS)  # every spec has its written-out twin
+
+_REGISTERED: dict[type[nnx.Module], tuple[frozenset[str], tuple[str, ...]]] = {}
+"""The types ``register_prunable`` made prunable, with their parameters and methods."""
+
+_GENERATED: dict[type[nnx.Module], type[PrunableModule]] = {}
+"""The twins made so far for registered types and for subclasses of prunable ones."""
+
+
+def twin_class(layer_type: type[nnx.Module]) -> type[PrunableModule] | None:
+    """The prunable twin of ``layer_type``: the written-out one of a supported NNX layer,
+    else one made for a registered type or for a subclass of a supported or registered
+    type (which keeps the subclass's own methods); ``None`` for any other type."""
+    if layer_type in PRUNABLE_TYPES:
+        return PRUNABLE_TYPES[layer_type]
+    if layer_type in _GENERATED:
+        return _GENERATED[layer_type]
+    for base in layer_type.__mro__:
+        spec = _SPECS.get(base) or _REGISTERED.get(base)
+        if spec is not None:
+            made = type(f"Prunable{layer_type.__name__}", (layer_type, PrunableModule), {"__module__": __name__})
+            twin: type[PrunableModule] = _twin(layer_type, *spec, required=base in _REGISTERED)(made)
+            _GENERATED[layer_type] = twin
+            return twin
+    return None
+
+
+def register_prunable(
+    layer_type: type[nnx.Module], parameters: Sequence[str], *, methods: Sequence[str] = ("__call__",)
+) -> None:
+    """Make ``layer_type`` (and its subclasses) prunable: ``make_prunable`` then converts
+    its instances to a twin whose ``parameters`` carry masks and rewind points, and whose
+    ``methods`` run with those weights' gradients masked.
+
+    Parameters
+    ----------
+    layer_type
+        An ``nnx.Module`` subclass that is not prunable yet.
+    parameters
+        The attribute names of its prunable ``nnx.Param`` (matched at any depth inside the
+        layer, as ``kernel`` is for every kernel of an LSTM cell); a layer with none of
+        them is refused when it is converted.
+    methods
+        The methods that read those weights.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from lotto_backends.jax import make_prunable, register_prunable
+    >>> class Gain(nnx.Module):
+    ...     def __init__(self, n):
+    ...         self.gain = nnx.Param(jnp.ones((n, n)))
+    ...     def __call__(self, x):
+    ...         return x @ self.gain[...]
+    >>> register_prunable(Gain, ["gain"])
+    >>> layer = make_prunable(Gain(3))
+    >>> type(layer).__name__, layer.gain_mask.get_value().shape
+    ('PrunableGain', (3, 3))
+    """
+    if not (isinstance(layer_type, type) and issubclass(layer_type, nnx.Module)):
+        raise TypeError(f"layer_type must be a flax.nnx.Module subclass, got {layer_type!r}")
+    if issubclass(layer_type, PrunableModule) or twin_class(layer_type) is not None:
+        raise TypeError(f"layer_type {layer_type.__name__} is already prunable")
+    if isinstance(parameters, str) or not parameters or not all(isinstance(n, str) for n in parameters):
+        raise TypeError(f"parameters must be a non-empty sequence of attribute names, got {parameters!r}")
+    if isinstance(methods, str) or not methods or not all(callable(getattr(layer_type, m, None)) for m in methods):
+        raise ValueError(f"methods must name methods of {layer_type.__name__}, got {methods!r}")
+    _REGISTERED[layer_type] = (frozenset(parameters), tuple(methods))

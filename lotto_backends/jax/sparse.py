@@ -134,7 +134,7 @@ def sparsify(model: nnx.Module) -> nnx.Module:
     if isinstance(model, PrunableModule):
         return _sparse(model)
     result = nnx.clone(model)
-    replace_layers(result, lambda layer: _sparse(layer) if isinstance(layer, PrunableModule) else None)
+    replace_layers(result, lambda _, layer: _sparse(layer) if isinstance(layer, PrunableModule) else None)
     return result
 
 

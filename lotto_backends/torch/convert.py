@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import fnmatch
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from .._selectors import check_selectors, selects
 from ._distributed import keep_out_of_ddp_broadcast
 from .layers import PrunableModule, twin_class
 
@@ -17,36 +17,6 @@ __all__ = ["Selector", "dense_layers", "make_prunable"]
 Selector = type[nn.Module] | str | Callable[[str, nn.Module], bool]
 """Picks modules: a module type (its instances and subclasses'), a glob over qualified
 names (``"transformer.h.*.attn.*"``), or a predicate ``(qualified name, module) -> bool``."""
-
-
-def _selects(selectors: Selector | Sequence[Selector] | None, name: str, module: nn.Module) -> bool:
-    if selectors is None:
-        return False
-    if isinstance(selectors, type | str) or callable(selectors):
-        selectors = [selectors]
-    for s in selectors:
-        if isinstance(s, type):
-            if isinstance(module, s):
-                return True
-        elif isinstance(s, str):
-            if fnmatch.fnmatchcase(name, s):
-                return True
-        elif s(name, module):
-            return True
-    return False
-
-
-def _check_selectors(arg: str, selectors: object) -> None:
-    if selectors is None:
-        return
-    items = [selectors] if isinstance(selectors, type | str) or callable(selectors) else selectors
-    if not isinstance(items, Sequence):
-        raise TypeError(
-            f"{arg} must be a module type, a name glob, a predicate or a sequence of them, got {selectors!r}"
-        )
-    for s in items:
-        if not (isinstance(s, type | str) or callable(s)):
-            raise TypeError(f"{arg} holds {s!r}: expected a module type, a name glob or a predicate (name, module)")
 
 
 def _refuse_fully_sharded(model: nn.Module) -> None:
@@ -104,14 +74,14 @@ def make_prunable(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _check_selectors("include", include)
-    _check_selectors("exclude", exclude)
+    check_selectors("include", include)
+    check_selectors("exclude", exclude)
     _refuse_fully_sharded(model)
 
     def wanted(name: str, module: nn.Module) -> bool:
-        if include is not None and not _selects(include, name, module):
+        if include is not None and not selects(include, name, module):
             return False
-        return not _selects(exclude, name, module)
+        return not selects(exclude, name, module)
 
     twin = _twin("", model) if wanted("", model) else None
     if twin is not None:
