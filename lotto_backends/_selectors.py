@@ -1,13 +1,15 @@
-"""Which modules ``make_prunable`` converts: the ``include``/``exclude`` selectors that
-the torch and JAX adapters share (a module type, a glob over dotted names, a predicate)."""
+"""What ``make_prunable`` converts and what it says it left dense, in the torch and JAX
+adapters alike: the ``include``/``exclude`` selectors (a module type, a glob over dotted
+names, a predicate) and the warning naming the modules with weights left dense."""
 
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["check_selectors", "selects"]
+__all__ = ["check_selectors", "selects", "wanted", "warn_left_dense"]
 
 
 def selects(selectors: Any, name: str, module: Any) -> bool:
@@ -40,3 +42,23 @@ def check_selectors(arg: str, selectors: object) -> None:
     for s in items:
         if not (isinstance(s, type | str) or callable(s)):
             raise TypeError(f"{arg} holds {s!r}: expected a module type, a name glob or a predicate (name, module)")
+
+
+def wanted(include: Any, exclude: Any, name: str, module: Any) -> bool:
+    """Whether ``make_prunable`` is to convert ``module``: selected by ``include`` (or
+    ``include`` is ``None``) and not by ``exclude``."""
+    if include is not None and not selects(include, name, module):
+        return False
+    return not selects(exclude, name, module)
+
+
+def warn_left_dense(unknown: dict[str, str]) -> None:
+    """Warn naming each module ``make_prunable`` left with weights dense, and why."""
+    if unknown:
+        listed = "; ".join(f"{name or '<model>'}: {why}" for name, why in unknown.items())
+        warnings.warn(
+            f"make_prunable left {len(unknown)} module(s) with weights dense: {listed}. "
+            "register_prunable(type, [names]) makes a type prunable; exclude=... leaves it dense without this warning",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax.numpy as jnp
 from flax import nnx
 
-from .._selectors import check_selectors, selects
+from .._selectors import check_selectors, wanted, warn_left_dense
 from ._graph import replace_layers
 from .layers import PrunableModule, twin_class
 
@@ -70,15 +69,10 @@ def make_prunable(
     check_selectors("include", include)
     check_selectors("exclude", exclude)
 
-    def wanted(path: str, module: nnx.Module) -> bool:
-        if include is not None and not selects(include, path, module):
-            return False
-        return not selects(exclude, path, module)
-
     def twin(path: str, module: nnx.Module) -> nnx.Module | None:
         if isinstance(module, PrunableModule):
             return module
-        cls: Any = twin_class(type(module)) if wanted(path, module) else None
+        cls: Any = twin_class(type(module)) if wanted(include, exclude, path, module) else None
         return None if cls is None else cls(module)  # a twin adopts a built layer
 
     made = twin("", model)
@@ -89,16 +83,9 @@ def make_prunable(
     unknown = {
         path: why
         for path, why in dense_layers(model).items()
-        if why.startswith("unknown") and wanted(path, modules[path])
+        if why.startswith("unknown") and wanted(include, exclude, path, modules[path])
     }
-    if unknown:
-        listed = "; ".join(f"{path or '<model>'}: {why}" for path, why in unknown.items())
-        warnings.warn(
-            f"make_prunable left {len(unknown)} module(s) with weights dense: {listed}. "
-            "register_prunable(type, [names]) makes a type prunable; exclude=... leaves it dense without this warning",
-            UserWarning,
-            stacklevel=2,
-        )
+    warn_left_dense(unknown)
     return model
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from .._selectors import check_selectors, selects
+from .._selectors import check_selectors, wanted, warn_left_dense
 from ._distributed import keep_out_of_ddp_broadcast
 from .layers import PrunableModule, twin_class
 
@@ -78,12 +77,7 @@ def make_prunable(
     check_selectors("exclude", exclude)
     _refuse_fully_sharded(model)
 
-    def wanted(name: str, module: nn.Module) -> bool:
-        if include is not None and not selects(include, name, module):
-            return False
-        return not selects(exclude, name, module)
-
-    twin = _twin("", model) if wanted("", model) else None
+    twin = _twin("", model) if wanted(include, exclude, "", model) else None
     if twin is not None:
         keep_out_of_ddp_broadcast(twin)
         return twin
@@ -92,7 +86,7 @@ def make_prunable(
             continue
         for name, child in list(parent.named_children()):
             qualified = f"{prefix}.{name}" if prefix else name
-            if wanted(qualified, child):
+            if wanted(include, exclude, qualified, child):
                 replacement = _twin(qualified, child)
                 if replacement is not None:
                     setattr(parent, name, replacement)
@@ -100,16 +94,9 @@ def make_prunable(
     unknown = {
         name: reason
         for name, reason in dense_layers(model).items()
-        if reason.startswith("unknown") and wanted(name, model.get_submodule(name))
+        if reason.startswith("unknown") and wanted(include, exclude, name, model.get_submodule(name))
     }
-    if unknown:
-        listed = "; ".join(f"{name or '<model>'}: {reason}" for name, reason in unknown.items())
-        warnings.warn(
-            f"make_prunable left {len(unknown)} module(s) with weights dense: {listed}. "
-            "register_prunable(type, [names]) makes a type prunable; exclude=... leaves it dense without this warning",
-            UserWarning,
-            stacklevel=2,
-        )
+    warn_left_dense(unknown)
     return model
 
 
