@@ -119,6 +119,8 @@ def dense_layers(model: nnx.Module) -> dict[str, str]:
     >>> dense["layers.0"]
     'not converted (a known type: make_prunable was not asked to)'
     """
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
     modules = _modules(model)
     prunable = [path for path, node in modules.items() if isinstance(node, PrunableModule)]
     dense: dict[str, str] = {}

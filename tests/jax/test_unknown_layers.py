@@ -76,6 +76,8 @@ def test_make_prunable_names_each_module_it_leaves_dense():
     assert "exclude" in said[0]
     assert dense_layers(model) == {"blocks.0": "unknown type _Gated (weights w)"}  # not the 1-D token
     assert isinstance(model.head, PrunableLinear)
+    with pytest.raises(TypeError, match=r"model must be a flax\.nnx\.Module, got dict"):
+        dense_layers({"w": jnp.ones((2, 2))})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
