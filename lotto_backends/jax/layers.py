@@ -261,7 +261,7 @@ def _twin(
     """Make the decorated ``class PrunableX(X, PrunableModule)`` the twin of ``X``:
     ``X``'s constructor (or one built ``X`` to adopt), masks on ``prunable``, and
     ``methods`` called with the weights' gradients masked; with ``required``, a layer
-    that has none of the ``prunable`` parameters is refused (a registered type)."""
+    missing any of the ``prunable`` parameters is refused (a registered type)."""
     # NNX's metaclass hides a class's own signature behind ``(*args, **kwargs)``: take
     # ``__init__``'s, and give the class that same signature without ``self``
     signature = inspect.signature(base.__init__)
@@ -455,8 +455,8 @@ def register_prunable(
         An ``nnx.Module`` subclass that is not prunable yet.
     parameters
         The attribute names of its prunable ``nnx.Param`` (matched at any depth inside the
-        layer, as ``kernel`` is for every kernel of an LSTM cell); a layer with none of
-        them is refused when it is converted.
+        layer, as ``kernel`` is for every kernel of an LSTM cell); a layer missing any
+        of them is refused when it is converted.
     methods
         The methods that read those weights.
 
