@@ -4,6 +4,9 @@ Each figure against its baseline in the same run:
 
 * ``make_prunable``, ``prune()`` and ``rewind()`` of 1,000 ``nnx.Linear(32, 32)``, per
   layer (target: ``prune()`` well under 1 ms per layer);
+* the same ``prune()`` through the XLA passes, which an accelerator runs (forced here by
+  hiding the host kernels), with alike small parameters batched into one call per pass,
+  against one call per parameter and pass;
 * the ``nnx.jit`` training step (forward, backward, Lotto's ``Optimizer`` with Adam) of
   a prunable 4 x 1024 MLP and of 100 prunable ``Linear(32, 32)`` against the same plain
   layers with ``nnx.Optimizer`` (target at most 1.05), in NNX's graph mode (Flax's
@@ -27,6 +30,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+import lotto_backends._host.pool as pool
+import lotto_backends.jax._passes as _passes
 from lotto_backends.jax import MagnitudePruneGroup, Optimizer, Pruner, make_prunable
 
 
@@ -55,6 +60,28 @@ def many_layers(n: int = 1000) -> None:
     rewind = min(_timed(pruner.rewind) for _ in range(3))
     print(f"{n:,} nnx.Linear(32, 32), per layer: make_prunable {made / n * 1e3:.3f} ms, ", end="")
     print(f"prune {prune / n * 1e3:.3f} ms (target well under 1), rewind {rewind / n * 1e3:.3f} ms")
+
+
+def xla_passes(n: int = 1000) -> None:
+    """``prune()`` of ``n`` small layers through the XLA passes: batched (up to
+    ``_passes._BATCH`` parameters a call) against one call per parameter."""
+    hidden, batch = pool.kernels, _passes._BATCH
+    pool.kernels = lambda: None  # no host kernels: the XLA passes run, as on an accelerator
+    try:
+        times = {}
+        for name, size in (("one call per parameter", 1), ("batched", batch)):
+            _passes._BATCH = size
+            model = make_prunable(Stack(n, 32, nnx.Rngs(0)))
+            pruner = Pruner([MagnitudePruneGroup(list(model.layers), 0.5)], model=model)
+            pruner.prune()  # compile the passes for full masks, then for pruned ones
+            pruner.prune()
+            times[name] = min(_timed(pruner.prune) for _ in range(3))
+    finally:
+        pool.kernels, _passes._BATCH = hidden, batch
+    base, batched = times["one call per parameter"], times["batched"]
+    print(f"{n:,} nnx.Linear(32, 32), prune() through the XLA passes, per layer: ", end="")
+    print(f"batched {batched / n * 1e3:.3f} ms, one call per parameter {base / n * 1e3:.3f} ms: ", end="")
+    print(f"ratio {batched / base:.2f}")
 
 
 class _WithOneVariable(nnx.Linear):
@@ -121,6 +148,7 @@ def step_ratio(n: int, width: int, batch: int, steps: int = 30) -> None:
 def main() -> int:
     print(f"jax {jax.__version__}, devices {jax.devices()}")
     many_layers()
+    xla_passes()
     step_ratio(4, 1024, 256)
     step_ratio(100, 32, 64)
     return 0

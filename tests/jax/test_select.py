@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lotto_backends._host.pool as pool
+import lotto_backends.jax._passes as _passes
 import lotto_core.search as search
 from lotto_backends._host.passes import HostPasses
 from lotto_backends.jax._backend import JaxBackend
@@ -67,11 +68,12 @@ def _spy(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[int]:
 
 @st.composite
 def groups(draw: st.DrawFn) -> tuple[list[np.ndarray], list[np.ndarray], float]:
-    """Values with many ties, zeros, infinities and NaN; masks with some entries pruned."""
-    n = draw(st.integers(1, 3))
+    """Values with many ties, zeros, infinities and NaN; masks with some entries pruned;
+    shapes that repeat (alike parameters share a call of the XLA passes)."""
+    shapes = draw(st.lists(st.sampled_from(SHAPES), min_size=1, max_size=5))
     choices = [0.0, 0.5, -0.5, 1.0, -1.0, 1.5, 2.0, -2.5, 3.0, np.inf, np.nan]
     values, masks = [], []
-    for shape in SHAPES[:n]:
+    for shape in shapes:
         size = math.prod(shape)
         values.append(
             np.asarray(draw(st.lists(st.sampled_from(choices), min_size=size, max_size=size)), np.float32).reshape(
@@ -145,6 +147,24 @@ def test_ties_split_inside_a_parameter_and_across_parameters(path: str) -> None:
         _same_as_core([a, b], ones, p)
     masks = [np.ones(a.shape, bool), np.arange(9) % 2 == 0]
     _same_as_core([a, b], masks, 0.4)
+
+
+def test_alike_small_parameters_share_a_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """70 parameters of one shape take three calls of each XLA pass (64, 4 and 2 of
+    them), with the same cuts as the core's: ties split inside the batch, across
+    batches and against a parameter of another shape."""
+    monkeypatch.setattr(pool, "kernels", lambda: None)
+    calls: list[int] = []
+    count = _passes._count_upto
+    monkeypatch.setattr(_passes, "_count_upto", lambda xs, *a, **k: calls.append(len(xs)) or count(xs, *a, **k))
+    rng = np.random.default_rng(5)
+    values = [rng.choice(np.float32([0.5, -1.0, 2.0, 0.25]), (4, 6)) for _ in range(70)] + [np.full(9, 0.5, np.float32)]
+    masks = [(rng.random(v.shape) < 0.9) & (np.arange(v.size) > 0).reshape(v.shape) for v in values]
+    for p in (0.1, 0.3, 0.6):
+        calls.clear()
+        _same_as_core(values, masks, p)
+        assert calls
+        assert calls == [64, 4, 2, 1] * (len(calls) // 4)  # each count pass: three batches, and the (9,)
 
 
 def test_pivots_never_subnormal(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
