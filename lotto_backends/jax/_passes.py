@@ -13,7 +13,9 @@ the threshold go, counting over flat indices finds where the cut ends.
 
 Only pivot values go to the devices and only counts and a strided sample come back; no
 parameter is flattened or sliced, and a sharded parameter stays sharded: each pass
-reduces every shard, then adds up one count per shard and pivot across devices.
+reduces every shard, then adds up one count per shard and pivot across devices. Alike
+small parameters on one device share each pass's call (up to ``_BATCH``), since a call's
+dispatch costs more than the pass over a small weight.
 """
 
 from __future__ import annotations
@@ -254,13 +256,14 @@ class XLAPasses:
             return _batches(keys)
         return [[only[j] for j in batch] for batch in _batches([keys[i] for i in only])]
 
-    def _call(self, kernel: Callable[..., Any], batch: list[int], *args: Any, **kwargs: Any) -> Any:
-        """``kernel`` over the batch's parameters and masks (``like``: its outputs
-        sharded like them), with their score kind."""
+    def _call(
+        self, kernel: Callable[..., Any], batch: list[int], *args: Any, like: bool = False, **static: Any
+    ) -> Any:
+        """``kernel`` over the batch's parameters and masks, with their score kind and
+        the ``static`` arguments (``like``: its outputs sharded like the parameters)."""
         xs = tuple(self.inputs[i][0] for i in batch)
         masks = tuple(self.flags[i] for i in batch)
-        like = kwargs.pop("like", False)
-        fn = partial(kernel, magnitude=self.inputs[batch[0]][1], **kwargs)
+        fn = partial(kernel, magnitude=self.inputs[batch[0]][1], **static)
         return _on_explicit(fn, xs, masks, *args, like=like)
 
     def value(self, key: int) -> float:
