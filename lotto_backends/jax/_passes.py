@@ -256,9 +256,7 @@ class XLAPasses:
             return _batches(keys)
         return [[only[j] for j in batch] for batch in _batches([keys[i] for i in only])]
 
-    def _call(
-        self, kernel: Callable[..., Any], batch: list[int], *args: Any, like: bool = False, **static: Any
-    ) -> Any:
+    def _call(self, kernel: Callable[..., Any], batch: list[int], *args: Any, like: bool = False, **static: Any) -> Any:
         """``kernel`` over the batch's parameters and masks, with their score kind and
         the ``static`` arguments (``like``: its outputs sharded like the parameters)."""
         xs = tuple(self.inputs[i][0] for i in batch)
