@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["check_selectors", "selects", "wanted", "warn_left_dense"]
+__all__ = ["check_selectors", "dense_reason", "selects", "wanted", "warn_left_dense"]
 
 
 def selects(selectors: Any, name: str, module: Any) -> bool:
@@ -50,6 +50,13 @@ def wanted(include: Any, exclude: Any, name: str, module: Any) -> bool:
     if include is not None and not selects(include, name, module):
         return False
     return not selects(exclude, name, module)
+
+
+def dense_reason(known: bool, unknown: str) -> str:
+    """Why ``dense_layers`` lists a module: its type is ``known`` to have a twin, so
+    ``make_prunable`` was not asked to convert it; else ``unknown`` (its type, and what
+    the adapter adds)."""
+    return "not converted (a known type: make_prunable was not asked to)" if known else unknown
 
 
 def warn_left_dense(unknown: dict[str, str]) -> None:

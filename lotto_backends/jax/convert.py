@@ -8,7 +8,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from .._selectors import check_selectors, wanted, warn_left_dense
+from .._selectors import check_selectors, dense_reason, wanted, warn_left_dense
 from ._graph import replace_layers
 from .layers import PrunableModule, twin_class
 
@@ -129,8 +129,6 @@ def dense_layers(model: nnx.Module) -> dict[str, str]:
         weights = [] if inside else _weights(node)
         if not weights:
             continue
-        if twin_class(type(node)) is None:
-            dense[path] = f"unknown type {type(node).__name__} (weights {', '.join(weights)})"
-        else:
-            dense[path] = "not converted (a known type: make_prunable was not asked to)"
+        unknown = f"unknown type {type(node).__name__} (weights {', '.join(weights)})"
+        dense[path] = dense_reason(twin_class(type(node)) is not None, unknown)
     return dense

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from .._selectors import check_selectors, wanted, warn_left_dense
+from .._selectors import check_selectors, dense_reason, wanted, warn_left_dense
 from ._distributed import keep_out_of_ddp_broadcast
 from .layers import PrunableModule, twin_class
 
@@ -130,8 +130,5 @@ def dense_layers(model: nn.Module) -> dict[str, str]:
             continue
         if not any(p is not None for p in module._parameters.values()):
             continue
-        if twin_class(type(module)) is None:
-            out[name] = f"unknown type {type(module).__qualname__}"
-        else:
-            out[name] = "not converted (a known type: make_prunable was not asked to)"
+        out[name] = dense_reason(twin_class(type(module)) is not None, f"unknown type {type(module).__qualname__}")
     return out
